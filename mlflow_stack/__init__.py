@@ -1,0 +1,1 @@
+"""mlflow-stack: a reproducible, authenticated MLflow tracking stack, per profile."""

@@ -1,0 +1,176 @@
+"""Load a profile: base.toml, then <name>.toml, then MLFLOW_STACK_<KEY> variables; validate it."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import tomllib
+
+from mlflow_stack import paths
+from mlflow_stack.errors import StackError
+
+BASE_FILE = "base.toml"
+ENV_PREFIX = "MLFLOW_STACK_"
+PROFILE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# MLflow's users table and our CLI accept these; anything else (quotes, spaces, ';') is refused
+# early rather than reaching a shell, SQL or a URL.
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+HOST_PATTERN = re.compile(r"[A-Za-z0-9*.:\[\]-]{1,253}")
+
+PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+SECRETS_MODES = ("defaults", "generate")
+PORT_KEYS = ("mlflow_port", "postgres_port")
+IDENTIFIER_KEYS = ("db_user", "tracking_database", "auth_database")
+SQL_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One validated profile: its name and every key of base.toml with its effective value."""
+
+    name: str
+    settings: Mapping[str, Any] = field(repr=False)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.settings[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @property
+    def state_dir(self) -> Path:
+        return paths.profile_dir(self.name)
+
+
+def available_profiles(profiles_dir: Path | None = None) -> list[str]:
+    folder = profiles_dir or paths.profiles_dir()
+    return sorted(p.stem for p in folder.glob("*.toml") if p.name != BASE_FILE)
+
+
+def check_profile_name(name: str, profiles_dir: Path | None = None) -> None:
+    if not PROFILE_NAME.fullmatch(name or ""):
+        raise StackError(
+            f"invalid profile name {name!r}: use lower-case letters, digits, '-' and '_' (no paths)"
+        )
+    existing = available_profiles(profiles_dir)
+    if name not in existing:
+        raise StackError(f"unknown profile {name!r}; profiles: {', '.join(existing)}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise StackError(f"{path.name}: malformed TOML: {exc}") from None
+    except OSError as exc:
+        raise StackError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _type_name(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", str: "a string", list: "a list of strings"}
+    return names[type(value)]
+
+
+def _check_type(source: str, key: str, value: Any, default: Any) -> None:
+    if isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        # bool is an int in Python; a port of `true` must still be refused.
+        ok = type(value) is type(default)
+    if not ok:
+        raise StackError(
+            f"{source}: {key} must be {_type_name(default)}, got {type(value).__name__} {value!r}"
+        )
+
+
+def _parse_env_value(var: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise StackError(f"{var} must be true or false, got {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise StackError(f"{var} must be an integer, got {raw!r}") from None
+    if isinstance(default, list):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def _validate(name: str, settings: dict[str, Any]) -> None:
+    for key in PORT_KEYS:
+        port = settings[key]
+        if not 1 <= port <= 65535:
+            raise StackError(f"profile {name}: {key} = {port} is out of range (1-65535)")
+    if settings["mlflow_port"] == settings["postgres_port"]:
+        raise StackError(
+            f"profile {name}: mlflow_port and postgres_port are both {settings['mlflow_port']}"
+        )
+    if not 1 <= settings["workers"] <= 32:
+        raise StackError(f"profile {name}: workers = {settings['workers']} (allowed: 1-32)")
+    choices = {
+        "default_permission": PERMISSIONS,
+        "log_level": LOG_LEVELS,
+        "secrets_mode": SECRETS_MODES,
+    }
+    for key, allowed in choices.items():
+        if settings[key] not in allowed:
+            raise StackError(
+                f"profile {name}: {key} = {settings[key]!r}; allowed: {', '.join(allowed)}"
+            )
+    if not USERNAME.fullmatch(settings["admin_username"]):
+        raise StackError(
+            f"profile {name}: admin_username {settings['admin_username']!r} may hold only "
+            "letters, digits, '_', '.', '@' and '-'"
+        )
+    for key in IDENTIFIER_KEYS:
+        if not SQL_IDENTIFIER.fullmatch(settings[key]):
+            raise StackError(
+                f"profile {name}: {key} {settings[key]!r} must be a lower-case SQL identifier"
+            )
+    if not settings["allowed_hosts"]:
+        raise StackError(f"profile {name}: allowed_hosts is empty")
+    for host in settings["allowed_hosts"]:
+        if not HOST_PATTERN.fullmatch(host):
+            raise StackError(f"profile {name}: allowed_hosts entry {host!r} is not a host name")
+    for key in ("bind_address", "postgres_os_user"):
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", settings[key]):
+            raise StackError(f"profile {name}: {key} {settings[key]!r} is not valid")
+
+
+def load_profile(
+    name: str,
+    environ: Mapping[str, str] | None = None,
+    profiles_dir: Path | None = None,
+) -> Profile:
+    """The merged, validated profile `name`; raises StackError naming the first problem."""
+    folder = profiles_dir or paths.profiles_dir()
+    environ = os.environ if environ is None else environ
+    check_profile_name(name, folder)
+    defaults = _read_toml(folder / BASE_FILE)
+    settings = dict(defaults)
+    overrides = _read_toml(folder / f"{name}.toml")
+    for key, value in overrides.items():
+        if key not in defaults:
+            raise StackError(f"{name}.toml: unknown key {key!r} (every key is listed in base.toml)")
+        _check_type(f"{name}.toml", key, value, defaults[key])
+        settings[key] = value
+    for key, default in defaults.items():
+        var = ENV_PREFIX + key.upper()
+        if var in environ:
+            settings[key] = _parse_env_value(var, environ[var], default)
+    _validate(name, settings)
+    frozen = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    return Profile(name=name, settings=MappingProxyType(frozen))

@@ -1,0 +1,107 @@
+"""The stack's secrets: from the environment, else .stack/<profile>/secrets.env, else made anew."""
+
+from __future__ import annotations
+
+import os
+import secrets as random_source
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mlflow_stack.errors import StackError
+from mlflow_stack.files import SECRET_MODE, format_env_file, parse_env_file, write_atomic
+from mlflow_stack.profile import Profile
+
+SECRETS_FILE = "secrets.env"
+# Secret name -> the environment variable that overrides it.
+ENV_VARS = {
+    "admin_password": "MLFLOW_STACK_ADMIN_PASSWORD",
+    "db_password": "MLFLOW_STACK_DB_PASSWORD",
+    "secret_key": "MLFLOW_STACK_SECRET_KEY",
+}
+# The documented passwords of the dev profile (README, Secrets).
+DEV_DEFAULTS = {
+    "admin_password": "admin_password",
+    "db_password": "mlflow_password",
+    "secret_key": "dev-only-flask-secret-key-change-me",
+}
+# Passwords that scanners try first; a profile with refuse_default_passwords will not start
+# with any of them.
+KNOWN_DEFAULTS = frozenset(
+    {
+        *DEV_DEFAULTS.values(),
+        "admin",
+        "password",
+        "password1234",
+        "mlflow",
+        "postgres",
+        "changeme",
+        "changeme1234",
+        "admin1234567",
+        "secret",
+    }
+)
+MIN_PASSWORD_LENGTH = 12  # MLflow refuses shorter passwords for users
+MAX_SECRET_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class Secrets:
+    admin_password: str = field(repr=False)
+    db_password: str = field(repr=False)
+    secret_key: str = field(repr=False)
+
+
+def check_secret_value(name: str, value: str) -> None:
+    """Refuse a value that no rendered file (INI, YAML, URI, env) can carry faithfully."""
+    label = ENV_VARS.get(name, name)
+    if len(value) > MAX_SECRET_LENGTH:
+        raise StackError(f"{label} is {len(value)} characters long (at most {MAX_SECRET_LENGTH})")
+    if any(ch in value for ch in "\n\r\x00"):
+        raise StackError(f"{label} contains a newline or NUL character, which is not allowed")
+    if value != value.strip():
+        raise StackError(f"{label} starts or ends with white space, which INI files drop")
+    if name != "secret_key" and len(value) < MIN_PASSWORD_LENGTH:
+        raise StackError(f"{label} is shorter than {MIN_PASSWORD_LENGTH} characters")
+
+
+def _generate() -> str:
+    # URL-safe alphabet: strong, and readable in a terminal when a user asks for it.
+    return random_source.token_urlsafe(32)
+
+
+def resolve_secrets(
+    profile: Profile, environ: Mapping[str, str] | None = None
+) -> tuple[Secrets, bool]:
+    """The profile's secrets and whether secrets.env must be (re)written to hold them."""
+    environ = os.environ if environ is None else environ
+    secrets_path = profile.state_dir / SECRETS_FILE
+    stored = parse_env_file(secrets_path) if secrets_path.exists() else {}
+    values: dict[str, str] = {}
+    for name, var in ENV_VARS.items():
+        if environ.get(var):
+            values[name] = environ[var]
+        elif var in stored:
+            values[name] = stored[var]
+        elif profile.secrets_mode == "defaults":
+            values[name] = DEV_DEFAULTS[name]
+        else:
+            values[name] = _generate()
+        check_secret_value(name, values[name])
+        if profile.refuse_default_passwords and values[name] in KNOWN_DEFAULTS:
+            raise StackError(
+                f"profile {profile.name} refuses a known default password for {name}: "
+                f"unset {var} to generate one, or set it to a strong password"
+            )
+    changed = stored != {ENV_VARS[name]: value for name, value in values.items()}
+    return Secrets(**values), changed
+
+
+def write_secrets(profile: Profile, secrets: Secrets) -> None:
+    content = format_env_file(
+        {var: getattr(secrets, name) for name, var in ENV_VARS.items()},
+        header=(
+            f"Secrets of the {profile.name} profile (mode 0600): never commit.\n"
+            "Values are JSON-quoted strings; MLFLOW_STACK_* environment variables override them."
+        ),
+    )
+    write_atomic(profile.state_dir / SECRETS_FILE, content, SECRET_MODE)

