@@ -40,7 +40,7 @@ LOCAL_POSTGRESQL_CONF = "local/postgresql.conf"
 SUPERVISORD_CONF = "local/supervisord.conf"
 
 # The authorization hook the project ships (bearer tokens + basic auth), see mlflow_stack/auth.
-AUTHORIZATION_FUNCTION = "mlflow_stack.auth.hook:authenticate"
+AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 
 
 class RenderError(StackError):
@@ -250,7 +250,7 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
         ),
         RenderedFile(
             LOCAL_POSTGRESQL_CONF,
-            render("postgresql.conf.j2", socket_dir=str(state_dir / "run")),
+            render("postgresql.conf.j2", socket_dir=str(state_dir / "pgsocket")),
             PUBLIC_MODE,
         ),
         RenderedFile(
@@ -261,7 +261,9 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                 mlflow_command=[
                     sys.executable,
                     "-m",
-                    "mlflow",
+                    "mlflow_stack.launch",
+                    str(state_dir / "run" / "mlflow.pgid"),
+                    "--",
                     *mlflow_server_args(
                         profile, profile.bind_address, str(local_artifacts_dir(profile))
                     ),

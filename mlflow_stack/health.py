@@ -1,0 +1,78 @@
+"""Probes and waits: is the MLflow server up, does it authenticate, how long did a step take."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import requests
+
+from mlflow_stack.profile import Profile
+
+
+def mlflow_url(profile: Profile) -> str:
+    host = profile.bind_address
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - a wildcard bind is reached through loopback
+        host = "127.0.0.1"
+    return f"http://{host}:{profile.mlflow_port}"
+
+
+def mlflow_is_healthy(profile: Profile, timeout: float = 2) -> bool:
+    try:
+        response = requests.get(f"{mlflow_url(profile)}/health", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return response.status_code == 200
+
+
+def mlflow_accepts(profile: Profile, username: str, password: str, timeout: float = 10) -> bool:
+    """An authenticated request, so that a healthy server that refuses the admin is noticed."""
+    try:
+        response = requests.post(
+            f"{mlflow_url(profile)}/api/2.0/mlflow/experiments/search",
+            json={"max_results": 1},
+            auth=(username, password),
+            timeout=timeout,
+        )
+    except requests.RequestException:
+        return False
+    return response.status_code == 200
+
+
+@dataclass
+class Progress:
+    """Prints which step runs and the time elapsed since the command started."""
+
+    started: float = field(default_factory=time.monotonic)
+    stream: object = sys.stdout
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def step(self, message: str) -> None:
+        print(f"[{self.elapsed():5.1f}s] {message}", file=self.stream, flush=True)  # type: ignore[arg-type]
+
+
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    progress: Progress | None = None,
+    label: str = "",
+    interval: float = 0.25,
+    report_every: float = 5.0,
+) -> bool:
+    """Poll `check` until it is true or `timeout` passes; reports progress every few seconds."""
+    deadline = time.monotonic() + timeout
+    next_report = time.monotonic() + report_every
+    while True:
+        if check():
+            return True
+        now = time.monotonic()
+        if now >= deadline:
+            return False
+        if progress and label and now >= next_report:
+            progress.step(f"still waiting for {label}")
+            next_report = now + report_every
+        time.sleep(interval)

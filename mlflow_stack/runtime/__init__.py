@@ -1,0 +1,80 @@
+"""One interface, two implementations: local processes and Docker Compose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mlflow_stack.errors import StackError
+from mlflow_stack.files import write_atomic
+from mlflow_stack.profile import Profile
+from mlflow_stack.secrets import Secrets
+
+SERVICES = ("postgres", "mlflow")
+RUNTIMES = ("auto", "local", "docker")
+RUNTIME_FILE = "runtime"  # which runtime the profile's stack was last brought up with
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    state: str  # running, stopped, starting, exited, …
+    process: str  # pid or container id, "-" when none
+    port: str
+    health: str  # healthy, unhealthy, -
+
+
+class Runtime(Protocol):
+    name: str
+
+    def up(self, progress) -> None: ...
+    def down(self) -> None: ...
+    def stop(self) -> None: ...
+    def restart(self, service: str | None) -> None: ...
+    def status(self) -> list[ServiceStatus]: ...
+    def logs(self, service: str | None, follow: bool, tail: int) -> None: ...
+    def is_running(self) -> bool: ...
+    def remove_volumes(self) -> None: ...
+
+
+def check_service(service: str | None) -> None:
+    if service is not None and service not in SERVICES:
+        raise StackError(f"unknown service {service!r}; services: {', '.join(SERVICES)}")
+
+
+def remembered_runtime(profile: Profile) -> str | None:
+    path = profile.state_dir / RUNTIME_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
+def remember_runtime(profile: Profile, name: str) -> None:
+    write_atomic(profile.state_dir / RUNTIME_FILE, name + "\n")
+
+
+def choose_runtime(profile: Profile, requested: str = "auto") -> str:
+    """`auto`: the runtime the stack was last started with, else docker if an engine answers."""
+    if requested not in RUNTIMES:
+        raise StackError(f"unknown runtime {requested!r}; runtimes: {', '.join(RUNTIMES)}")
+    if requested != "auto":
+        return requested
+    remembered = remembered_runtime(profile)
+    if remembered in ("local", "docker"):
+        return remembered
+    from mlflow_stack.runtime.compose import engine_answers
+
+    return "docker" if engine_answers() else "local"
+
+
+def make_runtime(profile: Profile, secrets: Secrets, name: str) -> Runtime:
+    if name == "local":
+        from mlflow_stack.runtime.local import LocalRuntime
+
+        return LocalRuntime(profile, secrets)
+    from mlflow_stack.runtime.compose import ComposeRuntime
+
+    return ComposeRuntime(profile)
+
+
+def state_exists(profile: Profile) -> bool:
+    return Path(profile.state_dir).exists()

