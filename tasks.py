@@ -119,14 +119,15 @@ def clean(c, profile="dev", volumes=False, yes=False, runtime="auto"):
     help={
         "profile": PROFILE,
         "user": "print the variables for this user (password prompted) instead of the admin",
+        "token": "use an access token read from stdin (MLFLOW_TRACKING_TOKEN), not a password",
     }
 )
 @user_errors
-def env(c, profile="dev", user=None):
+def env(c, profile="dev", user=None, token=False):
     """Print export lines for MLFLOW_TRACKING_*: eval "$(invoke env)" configures CLI and SDK."""
     from mlflow_stack import commands
 
-    commands.env(profile, user)
+    commands.env(profile, user, token)
 
 
 namespace = Collection(render, validate, up, down, stop, restart, status, logs, clean, env)
@@ -189,3 +190,171 @@ def db_restore(c, source, profile="dev"):
 
 db = Collection("db", db_probe, db_wait, db_psql, db_backup, db_restore)
 namespace.add_collection(db)
+
+
+# --- users.*, perms.*, tokens.* (mlflow_stack/access.py) ---------------------------------------
+
+USERNAME = "the MLflow username"
+FROM_STDIN = (
+    "read the password from stdin (default: prompted twice on a terminal, else generated "
+    "and printed once)"
+)
+EXPERIMENT = "the experiment, by name or id"
+MODEL = "the registered model, by name"
+
+
+@task(
+    name="add",
+    help={
+        "profile": PROFILE,
+        "username": USERNAME,
+        "password_stdin": FROM_STDIN,
+        "admin": "make the user an MLflow admin",
+    },
+)
+@user_errors
+def users_add(c, username, profile="dev", password_stdin=False, admin=False):
+    """Add an MLflow user (password: prompted, from stdin, or generated and shown once)."""
+    from mlflow_stack import access
+
+    access.users_add(profile, username, password_stdin, admin)
+
+
+@task(name="list", help={"profile": PROFILE})
+@user_errors
+def users_list(c, profile="dev"):
+    """List MLflow users and whether each is an admin."""
+    from mlflow_stack import access
+
+    access.users_list(profile)
+
+
+@task(
+    name="passwd",
+    help={"profile": PROFILE, "username": USERNAME, "password_stdin": FROM_STDIN},
+)
+@user_errors
+def users_passwd(c, username, profile="dev", password_stdin=False):
+    """Set a user's password (the profile's admin: secrets.env is updated too)."""
+    from mlflow_stack import access
+
+    access.users_passwd(profile, username, password_stdin)
+
+
+@task(
+    name="admin",
+    help={
+        "profile": PROFILE,
+        "username": USERNAME,
+        "grant": "make the user an admin",
+        "revoke": "make the user a regular user again",
+    },
+)
+@user_errors
+def users_admin(c, username, profile="dev", grant=False, revoke=False):
+    """Grant or revoke a user's admin flag."""
+    from mlflow_stack import access
+
+    access.users_admin(profile, username, grant, revoke)
+
+
+@task(
+    name="delete",
+    help={
+        "profile": PROFILE,
+        "username": USERNAME,
+        "yes": "do not ask for confirmation (required without a terminal)",
+    },
+)
+@user_errors
+def users_delete(c, username, profile="dev", yes=False):
+    """Delete a user with their grants and access tokens (never the profile's admin)."""
+    from mlflow_stack import access
+
+    access.users_delete(profile, username, yes)
+
+
+@task(
+    name="grant",
+    help={
+        "profile": PROFILE,
+        "user": USERNAME,
+        "experiment": EXPERIMENT,
+        "model": MODEL,
+        "level": "READ, EDIT, MANAGE or NO_PERMISSIONS (stored as MLflow's DENY); also USE",
+    },
+)
+@user_errors
+def perms_grant(c, user, level, profile="dev", experiment=None, model=None):
+    """Give a user a permission level on one experiment or registered model."""
+    from mlflow_stack import access
+
+    access.perms_grant(profile, user, level, experiment, model)
+
+
+@task(
+    name="revoke",
+    help={"profile": PROFILE, "user": USERNAME, "experiment": EXPERIMENT, "model": MODEL},
+)
+@user_errors
+def perms_revoke(c, user, profile="dev", experiment=None, model=None):
+    """Remove a user's grant on one experiment or model (default_permission applies again)."""
+    from mlflow_stack import access
+
+    access.perms_revoke(profile, user, experiment, model)
+
+
+@task(name="list", help={"profile": PROFILE, "user": USERNAME})
+@user_errors
+def perms_list(c, user, profile="dev"):
+    """List a user's grants, and the default permission for everything else."""
+    from mlflow_stack import access
+
+    access.perms_list(profile, user)
+
+
+@task(
+    name="create",
+    help={
+        "profile": PROFILE,
+        "user": "the user the token acts as, with their permissions",
+        "name": "a label for the token (shown by tokens.list)",
+        "expires": "lifetime: Nd, Nh or Nm, e.g. 30d (default: never expires)",
+        "json": 'print {"id","token","user","name","created","expires"} as one JSON line',
+    },
+)
+@user_errors
+def tokens_create(c, user, profile="dev", name=None, expires=None, json=False):
+    """Create an access token for a user; the token is printed once and stored hashed."""
+    from mlflow_stack import access
+
+    access.tokens_create(profile, user, name, expires, json)
+
+
+@task(
+    name="list",
+    help={"profile": PROFILE, "user": "only this user's tokens", "json": "print a JSON list"},
+)
+@user_errors
+def tokens_list(c, profile="dev", user=None, json=False):
+    """List access tokens with their state and dates (never the tokens themselves)."""
+    from mlflow_stack import access
+
+    access.tokens_list(profile, user, json)
+
+
+@task(name="revoke", help={"profile": PROFILE, "token_id": "the token's id (tokens.list)"})
+@user_errors
+def tokens_revoke(c, token_id, profile="dev"):
+    """Revoke an access token: refused by the server from the next request on."""
+    from mlflow_stack import access
+
+    access.tokens_revoke(profile, token_id)
+
+
+users = Collection("users", users_add, users_list, users_passwd, users_admin, users_delete)
+perms = Collection("perms", perms_grant, perms_revoke, perms_list)
+tokens = Collection("tokens", tokens_create, tokens_list, tokens_revoke)
+namespace.add_collection(users)
+namespace.add_collection(perms)
+namespace.add_collection(tokens)

@@ -188,8 +188,20 @@ def clean(
     print(f"removed the {what} of profile {profile.name}; kept: {', '.join(kept) or 'nothing'}")
 
 
-def env(profile_name: str, user: str | None = None) -> None:
+def env(profile_name: str, user: str | None = None, token: bool = False) -> None:
     profile = load_profile(profile_name)
+    if token:
+        # An access token (read from stdin, or prompted) instead of a username and password;
+        # the unset keeps a shell's earlier basic-auth variables from winning over it.
+        from mlflow_stack.access import read_token
+
+        if user is not None:
+            raise StackError("--user and --token exclude each other: a token knows its user")
+        value = read_token()
+        print(f"export MLFLOW_TRACKING_URI={shlex.quote(health.mlflow_url(profile))}")
+        print(f"export MLFLOW_TRACKING_TOKEN={shlex.quote(value)}")
+        print("unset MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD")
+        return
     secrets, _ = resolve_secrets(profile)
     if user is None or user == profile.admin_username:
         username, password = profile.admin_username, secrets.admin_password

@@ -40,7 +40,7 @@ LOCAL_POSTGRESQL_CONF = "local/postgresql.conf"
 SUPERVISORD_CONF = "local/supervisord.conf"
 
 # The authorization hook the project ships (bearer tokens + basic auth), see mlflow_stack/auth.
-AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
+AUTHORIZATION_FUNCTION = "mlflow_stack.auth.hook:authenticate"
 
 
 class RenderError(StackError):

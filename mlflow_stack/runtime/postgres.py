@@ -211,6 +211,22 @@ class PostgresCluster:
         self.log_file.touch(exist_ok=True)
         self.os_user.own(self.log_file)
 
+    def _check_reachable(self) -> None:
+        if self.os_user.is_caller:
+            return
+        reachable = subprocess.run(
+            ["test", "-x", str(self.state_dir)],
+            user=self.os_user.uid,
+            group=self.os_user.gid,
+            extra_groups=[],
+            check=False,
+        )
+        if reachable.returncode != 0:
+            raise StackError(
+                f"user {self.os_user.name}, which runs PostgreSQL, cannot reach {self.state_dir}: "
+                "set MLFLOW_STACK_HOME to a folder it can enter (e.g. under /tmp)"
+            )
+
     def initialize(self) -> bool:
         """initdb on first use; returns whether a new cluster was made."""
         if (self.data_dir / "PG_VERSION").exists():
@@ -219,6 +235,7 @@ class PostgresCluster:
             raise StackError(
                 f"{self.data_dir} exists but holds no PostgreSQL cluster: move it away"
             )
+        self._check_reachable()
         self._prepare_dirs()
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         self.os_user.own(self.data_dir)

@@ -1,0 +1,183 @@
+"""MLflow ``authorization_function``: personal access tokens (Bearer) and basic auth.
+
+auth_config.ini::
+
+    [mlflow]
+    authorization_function = mlflow_stack.auth.hook:authenticate
+
+MLflow calls ``authenticate()`` with no arguments inside a Flask request context, on
+both of its paths: Flask's ``before_request`` (REST and /ajax-api routes) and the
+FastAPI bridge (/gateway, /v1/traces and other native FastAPI routes), which builds a
+synthetic Flask request from the ASGI headers. It returns a werkzeug ``Authorization``
+whose ``username`` MLflow then applies its permission checks to, or MLflow's 401.
+
+Within a request MLflow asks 2-4 times (before_request, sender_is_admin, after-request
+filters), so the answer is memoized per request. Across requests nothing is cached
+except "this password matched this stored hash", keyed so it cannot outlive a password
+change or a deleted user (see password_cache).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+
+from flask import Request, Response, g, make_response, request
+from werkzeug.datastructures import Authorization
+
+from mlflow_stack.auth.auth_db import AuthDatabase, AuthDatabaseUnavailable
+from mlflow_stack.auth.password_cache import VerifiedPasswords
+from mlflow_stack.auth.token_format import ACTIVE, hash_token, looks_like_token, token_state, utcnow
+
+_logger = logging.getLogger(__name__)
+
+# Mirrors of MLflow internals (mlflow.server.auth), copied rather than imported so that
+# importing this module, e.g. in tests, does not initialise MLflow's auth app.
+_GATEWAY_PATH_PREFIX = "/gateway/"
+_GATEWAY_AUTH_HEADER = "X-MLflow-Authorization"  # mlflow.gateway.constants
+_STATIC_PREFIX_ENV = "_MLFLOW_STATIC_PREFIX"  # mlflow.server.handlers.STATIC_PREFIX_ENV_VAR
+_INTERNAL_GATEWAY_TOKEN_ENV = "_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN"  # noqa: S105 (a name)
+# The admin password older MLflow releases shipped (GHSA-gq3w-7jj3-x7gr); MLflow's
+# default hook refuses it for admins, so this one does too.
+_LEGACY_ADMIN_PASSWORD = "password1234"  # noqa: S105 (public, refused)
+_UNAUTHENTICATED_TEXT = (
+    "You are not authenticated. Please see "
+    "https://www.mlflow.org/docs/latest/auth/index.html#authenticating-to-mlflow "
+    "on how to authenticate."
+)
+
+_MEMO_ATTRIBUTE = "_mlflow_stack_authorization"
+
+# Process-wide; both are lazy and fork-aware, nothing touches the database at import.
+_database = AuthDatabase()
+_passwords = VerifiedPasswords()
+
+
+def authenticate() -> Authorization | Response:
+    """The ``authorization_function``: the caller's Authorization, or MLflow's 401."""
+    current = request._get_current_object()
+    # g lives as long as the app context, which is normally one request; the request
+    # identity check keeps a reused app context from leaking one request's answer
+    # into the next.
+    memo = getattr(g, _MEMO_ATTRIBUTE, None)
+    if memo is not None and memo[0] is current:
+        authorization = memo[1]
+    else:
+        authorization = _authenticate(current)
+        setattr(g, _MEMO_ATTRIBUTE, (current, authorization))
+    return authorization if authorization is not None else unauthenticated_response()
+
+
+def unauthenticated_response() -> Response:
+    """Same status, body and challenge as ``mlflow.server.auth.make_basic_auth_response``;
+    the Basic challenge keeps browsers prompting for a login."""
+    response = make_response(_UNAUTHENTICATED_TEXT)
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Basic realm="mlflow"'
+    return response
+
+
+def _authenticate(req: Request) -> Authorization | None:
+    header = _credentials_header(req)
+    if not header:
+        return None
+    scheme, _, rest = header.partition(" ")
+    scheme = scheme.lower()
+    try:
+        if scheme == "bearer":
+            return _authenticate_bearer(req, rest.strip(" \t"))
+        if scheme == "basic":
+            return _authenticate_basic(req, Authorization.from_header(header))
+    except AuthDatabaseUnavailable as exc:
+        raise _unavailable(exc) from None
+    return None
+
+
+def _authenticate_bearer(req: Request, token: str) -> Authorization | None:
+    if not looks_like_token(token):
+        return None  # not one of ours: no database round trip for junk
+    stored = _database.stored_token(hash_token(token))
+    if stored is None:
+        return None  # unknown, or its user was deleted (the row went with the user)
+    now = utcnow()
+    if token_state(stored.expires_at, stored.revoked_at, now) != ACTIVE:
+        return None
+    _database.record_token_use(stored, now)
+    # Acts as its owner: MLflow only reads .username from what we return. The token
+    # itself is left out so it cannot end up in a log line through this object.
+    authorization = Authorization("bearer", {"username": stored.username})
+    # A few MLflow handlers (e.g. the ones submitting scorer/evaluation jobs) read
+    # ``request.authorization.username`` directly instead of asking the hook; for a
+    # Bearer header werkzeug's parse has no username, so show them the owner instead.
+    req.authorization = authorization
+    return authorization
+
+
+def _authenticate_basic(req: Request, credentials: Authorization | None) -> Authorization | None:
+    """Same decisions as MLflow's ``authenticate_request_basic_auth`` (and, on gateway
+    routes, its FastAPI ``_authenticate_fastapi_request``), minus the repeated hash cost."""
+    if credentials is None or credentials.username is None or credentials.password is None:
+        return None
+    username, password = credentials.username, credentials.password
+
+    if _is_internal_gateway_call(req, password):
+        # Server-spawned job subprocesses call the gateway as a user with the server's
+        # own per-start secret; MLflow trusts the username there if the user exists.
+        return credentials if _database.stored_password(username) is not None else None
+
+    stored = _database.stored_password(username)
+    if stored is None or not stored.password_hash:
+        _passwords.burn_equivalent_time(password)
+        return None
+    if not _passwords.verify(username, stored.password_hash, password):
+        return None
+    if stored.is_admin and password == _LEGACY_ADMIN_PASSWORD:
+        _logger.warning(
+            "Rejected a login by admin user %r with the insecure default password older "
+            "MLflow versions shipped (GHSA-gq3w-7jj3-x7gr); rotate it.",
+            username,
+        )
+        return None
+    return credentials
+
+
+def _credentials_header(req: Request) -> str | None:
+    # On gateway routes a coding agent's own provider key occupies Authorization, so
+    # MLflow credentials travel in X-MLflow-Authorization there (as in MLflow's own
+    # FastAPI authentication); an empty one does not shadow Authorization.
+    if _is_gateway_path(req.path):
+        header = req.headers.get(_GATEWAY_AUTH_HEADER)
+        if header:
+            return header
+    return req.headers.get("Authorization")
+
+
+def _is_gateway_path(path: str) -> bool:
+    static_prefix = os.environ.get(_STATIC_PREFIX_ENV, "").rstrip("/")
+    if static_prefix and path.startswith(static_prefix):
+        path = path[len(static_prefix) :]
+    return path.startswith(_GATEWAY_PATH_PREFIX)
+
+
+def _is_internal_gateway_call(req: Request, password: str) -> bool:
+    internal_token = os.environ.get(_INTERNAL_GATEWAY_TOKEN_ENV)
+    if not internal_token or not _is_gateway_path(req.path):
+        return False
+    try:
+        return secrets.compare_digest(password.encode("utf-8"), internal_token.encode("utf-8"))
+    except (TypeError, ValueError):
+        return False
+
+
+def _unavailable(exc: AuthDatabaseUnavailable) -> Exception:
+    # Fail closed, but as 503 rather than 401: clients must not conclude that their
+    # credentials are wrong (and drop them) because the database blinked. MLflow turns
+    # an MlflowException into its JSON error response on both the Flask and FastAPI paths.
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    _logger.error("auth database unavailable: %s", exc)
+    return MlflowException(
+        "Authentication is temporarily unavailable; retry shortly.", TEMPORARILY_UNAVAILABLE
+    )

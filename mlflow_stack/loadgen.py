@@ -1,0 +1,104 @@
+"""Bounded HTTP load: N client threads, keep-alive or a new connection per request."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import requests
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        if len(self.latencies_ms) == 1:
+            return self.latencies_ms[0]
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[int(q) - 1]
+
+    def summary(self) -> dict:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "throughput_rps": round(self.throughput, 2),
+            "p50_ms": round(self.percentile(50), 2),
+            "p99_ms": round(self.percentile(99), 2),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+        }
+
+
+def run_load(
+    url: str,
+    payload: Callable[[int], dict],
+    headers: dict[str, str],
+    auth: tuple[str, str] | None,
+    concurrency: int,
+    keepalive: bool,
+    max_requests: int,
+    max_seconds: float,
+    timeout: float = 30,
+) -> LoadResult:
+    """POST `payload(i)` to `url` until `max_requests` are sent or `max_seconds` pass."""
+    result = LoadResult()
+    lock = threading.Lock()
+    counter = iter(range(max_requests))
+    deadline = time.monotonic() + max_seconds
+
+    def client() -> None:
+        session = requests.Session() if keepalive else None
+        while time.monotonic() < deadline:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                break
+            started = time.perf_counter()
+            try:
+                if session is not None:
+                    response = session.post(
+                        url, json=payload(index), headers=headers, auth=auth, timeout=timeout
+                    )
+                else:
+                    response = requests.post(
+                        url,
+                        json=payload(index),
+                        headers={**headers, "Connection": "close"},
+                        auth=auth,
+                        timeout=timeout,
+                    )
+                status = response.status_code
+            except requests.RequestException:
+                status = 0
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            with lock:
+                result.requests += 1
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+                if status == 200:
+                    result.latencies_ms.append(elapsed_ms)
+                else:
+                    result.errors += 1
+        if session is not None:
+            session.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max_seconds + timeout + 5)
+    result.seconds = time.monotonic() - started
+    return result
