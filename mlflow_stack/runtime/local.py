@@ -184,7 +184,9 @@ class LocalRuntime:
             self.postgres.restart()
             self.postgres.wait_ready()
         if service in (None, "mlflow"):
-            self.stop_mlflow()
+            # supervisord itself is restarted: MLflow's environment (local/mlflow.env, e.g. a
+            # rotated secret key) is what supervisord read when it started.
+            self._stop_supervisor()
         self.start_mlflow(health.Progress())
 
     def status(self) -> list[ServiceStatus]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets as secrets_module
 import subprocess
 import sys
 import time
@@ -68,6 +69,21 @@ def test_a_run_survives_restart(ci_stack):
     assert_run_intact(ci_stack, run_id)
     ci_stack.invoke("restart", "--service", "mlflow")
     assert_run_intact(ci_stack, run_id)
+
+
+def test_render_and_restart_apply_a_rotated_secret_key(ci_stack):
+    new_key = f"rotated-{secrets_module.token_hex(16)}"
+    ci_stack.env["MLFLOW_STACK_SECRET_KEY"] = new_key
+    try:
+        ci_stack.invoke("render")
+        ci_stack.invoke("restart", "--service", "mlflow")
+    finally:
+        del ci_stack.env["MLFLOW_STACK_SECRET_KEY"]
+    assert parse_env_file(ci_stack.state_dir / "secrets.env")["MLFLOW_STACK_SECRET_KEY"] == new_key
+    status = ci_stack.invoke("status").stdout
+    mlflow_pid = next(line.split()[2] for line in status.splitlines() if line.startswith("mlflow"))
+    environ = Path(f"/proc/{mlflow_pid}/environ").read_bytes().split(b"\0")
+    assert f"MLFLOW_FLASK_SERVER_SECRET_KEY={new_key}".encode() in environ
 
 
 def test_supervisor_brings_mlflow_back_after_kill_9(ci_stack):

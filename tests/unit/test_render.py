@@ -42,6 +42,11 @@ def test_admin_password_round_trips_through_the_ini(stack_home, monkeypatch, pas
         parser = configparser.ConfigParser()  # exactly what MLflow's read_auth_config does
         parser.read(profile.state_dir / name)
         assert parser["mlflow"]["admin_password"] == password
+    # The copy compose writes into the container: compose's escaping, then the INI's.
+    config = json.loads(run_compose_config(profile.state_dir, "--format", "json"))
+    parser = configparser.ConfigParser()
+    parser.read_string(compose_literal(config["configs"]["auth_config"]["content"]))
+    assert parser["mlflow"]["admin_password"] == password
 
 
 @pytest.mark.parametrize("password", HOSTILE_PASSWORDS)
@@ -92,8 +97,12 @@ def test_compose_file_says_what_the_stack_needs(stack_home, monkeypatch):
     assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert mlflow["restart"] == "unless-stopped"
     assert "healthcheck" in mlflow
-    auth_mount = next(v for v in mlflow["volumes"] if v["target"] == render.CONTAINER_AUTH_CONFIG)
-    assert auth_mount["read_only"] is True
+    # The auth config reaches the container as a compose config owned by the image's user,
+    # with the same bytes as the rendered auth_config.ini.
+    auth_config = next(c for c in mlflow["configs"] if c["target"] == render.CONTAINER_AUTH_CONFIG)
+    assert (auth_config["uid"], auth_config["mode"]) == (str(render.CONTAINER_UID), "0400")
+    content = config["configs"][auth_config["source"]]["content"]
+    assert compose_literal(content) == (profile.state_dir / render.AUTH_CONFIG_FILE).read_text()
     assert mlflow["environment"]["MLFLOW_AUTH_CONFIG_PATH"] == render.CONTAINER_AUTH_CONFIG
     assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
     # The database password never appears in a command line.
@@ -201,4 +210,14 @@ def test_validate_catches_a_bad_ini(stack_home, monkeypatch):
     ini = profile.state_dir / render.AUTH_CONFIG_FILE
     ini.write_text(ini.read_text().replace("admin_password = ", "admin_password = 100% "))
     with pytest.raises(StackError, match="auth_config.ini is invalid"):
+        validate_profile(profile)
+
+
+def test_validate_runs_compose_lint(stack_home, monkeypatch):
+    profile = render_with(stack_home, monkeypatch, "dev")
+    validate_profile(profile)  # every finding is fixed or justified in config/compose-lint.yml
+    compose_file = profile.state_dir / render.COMPOSE_FILE
+    text = compose_file.read_text()
+    compose_file.write_text(text.replace('"no-new-privileges:true"', '"no-new-privileges:false"'))
+    with pytest.raises(StackError, match="compose-lint: docker-compose.yml: CL-0003"):
         validate_profile(profile)
