@@ -76,25 +76,36 @@ def smoke_profile(profile_name: str, keep: bool, pytest_args: list[str]) -> int:
     auth_db = database_uri(
         profile, secrets, "127.0.0.1", profile.postgres_port, profile.auth_database
     )
-    made = []
+    made: list[int] = []
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
+    env.update(
+        MLFLOW_TRACKING_URI=health.mlflow_url(profile),
+        MLFLOW_TRACKING_USERNAME=profile.admin_username,
+        MLFLOW_TRACKING_PASSWORD=secrets.admin_password,
+    )
     try:
-        valid, valid_token = tokens.create_token(
-            auth_db, profile.admin_username, name="smoke-valid", expires_at=timedelta(hours=1)
-        )
-        made.append(valid.id)
-        revoked, revoked_token = tokens.create_token(
-            auth_db, profile.admin_username, name="smoke-revoked", expires_at=timedelta(hours=1)
-        )
-        made.append(revoked.id)
-        tokens.revoke_token(auth_db, revoked.id)
-        env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
-        env.update(
-            MLFLOW_TRACKING_URI=health.mlflow_url(profile),
-            MLFLOW_TRACKING_USERNAME=profile.admin_username,
-            MLFLOW_TRACKING_PASSWORD=secrets.admin_password,
-            MLFLOW_STACK_SMOKE_TOKEN=valid_token,
-            MLFLOW_STACK_SMOKE_REVOKED_TOKEN=revoked_token,
-        )
+        try:
+            valid, valid_token = tokens.create_token(
+                auth_db,
+                profile.admin_username,
+                name="smoke-valid",
+                expires_at=timedelta(hours=1),
+            )
+            made.append(valid.id)
+            revoked, revoked_token = tokens.create_token(
+                auth_db,
+                profile.admin_username,
+                name="smoke-revoked",
+                expires_at=timedelta(hours=1),
+            )
+            made.append(revoked.id)
+            tokens.revoke_token(auth_db, revoked.id)
+            env.update(
+                MLFLOW_STACK_SMOKE_TOKEN=valid_token, MLFLOW_STACK_SMOKE_REVOKED_TOKEN=revoked_token
+            )
+        except StackError as exc:
+            # e.g. a compose stack whose PostgreSQL is not published (publish_postgres).
+            print(f"smoke: no access tokens, the token checks will be skipped: {exc}", flush=True)
         return run_pytest(env, pytest_args)
     finally:
         for token_id in made:
