@@ -152,7 +152,11 @@ class LocalRuntime:
     def wait_healthy(self, progress: health.Progress) -> None:
         progress.step(f"waiting for {health.mlflow_url(self.profile)}/health")
         if not health.wait_until(
-            lambda: health.mlflow_is_healthy(self.profile), HEALTH_TIMEOUT, progress, "MLflow"
+            lambda: health.mlflow_is_healthy(self.profile, timeout=1),
+            HEALTH_TIMEOUT,
+            progress,
+            "MLflow",
+            interval=0.1,
         ):
             log = self.logs_dir / "mlflow.log"
             last = "\n".join(f"  | {line}" for line in tail_lines(log, 15))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets as secrets_module
 import subprocess
 import sys
@@ -61,6 +62,41 @@ def test_a_run_survives_down_and_up(ci_stack):
     assert status.returncode == 1 and "stopped" in status.stdout
     ci_stack.invoke("up")
     assert_run_intact(ci_stack, run_id)
+
+
+def test_a_warm_start_execs_the_remembered_server_with_the_same_protections(ci_stack):
+    ci_stack.invoke("down")
+    ci_stack.invoke("up")  # warm: the launch remembered at the first start is reused
+    launch = json.loads((ci_stack.state_dir / "run" / "mlflow-launch.json").read_text())
+    assert launch["command"][1:3] == ["-m", "uvicorn"]
+    stored = json.dumps(launch)
+    assert not any(
+        secret in stored for secret in parse_env_file(ci_stack.state_dir / "secrets.env").values()
+    )
+    # One server process, supervised directly: no `mlflow server` parent left resident.
+    status = ci_stack.invoke("status").stdout
+    pid = next(line.split()[2] for line in status.splitlines() if line.startswith("mlflow"))
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:3] == [b"-m", b"uvicorn"]
+    ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert b"supervisord" in Path(f"/proc/{ppid}/cmdline").read_bytes()
+    # Allowed hosts, the proxied artifact store and the admin still work as configured.
+    env = ci_stack.client_env()
+    admin = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    search = f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search"
+    foreign = requests.post(
+        search,
+        auth=admin,
+        json={"max_results": 1},
+        timeout=30,
+        headers={"Host": "evil.example.com"},
+    )
+    assert foreign.status_code == 403
+    logged = ci_stack.sdk("log", "warm-start")
+    assert_run_intact(ci_stack, logged["run_id"])
+    assert ci_stack.sdk("artifact", logged["run_id"], "notes/readme.txt")["text"] == (
+        "artifact of warm-start"
+    )
 
 
 def test_a_run_survives_restart(ci_stack):
