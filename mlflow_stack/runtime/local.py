@@ -138,6 +138,7 @@ class LocalRuntime:
         if not self.postgres.is_running():
             progress.step(f"starting PostgreSQL on 127.0.0.1:{self.profile.postgres_port}")
             self.postgres.start()
+        self.postgres.check_running_port()
         self.postgres.wait_ready()
         self.postgres.ensure_databases()
         progress.step("PostgreSQL is ready; both databases exist")

@@ -191,6 +191,22 @@ class PostgresCluster:
     def is_running(self) -> bool:
         return self.pid() is not None
 
+    def running_port(self) -> int | None:
+        """The port the running postmaster listens on (line 4 of postmaster.pid)."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[3])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def check_running_port(self) -> None:
+        port = self.running_port()
+        if self.is_running() and port is not None and port != self.profile.postgres_port:
+            raise StackError(
+                f"PostgreSQL of profile {self.profile.name} is running on port {port}, but "
+                f"postgres_port is now {self.profile.postgres_port}: run `invoke down "
+                f"-p {self.profile.name}` with the old settings first"
+            )
+
     def connect(self, database: str = "postgres", timeout: int = 5):
         return psycopg2.connect(
             host="127.0.0.1",

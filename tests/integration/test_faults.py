@@ -77,6 +77,14 @@ def faults_home():
 
 
 @pytest.fixture(scope="module")
+def running_two_workers(faults_home):
+    stack = make_stack(faults_home, "demo")
+    stack.env["MLFLOW_STACK_WORKERS"] = "2"
+    yield started(stack)
+    stack.invoke("down", check=False)
+
+
+@pytest.fixture(scope="module")
 def running(faults_home):
     stack = make_stack(faults_home, "ci")
     yield started(stack)
@@ -103,13 +111,15 @@ def mlflow_pid(stack: Stack) -> int:
     return int(rows["mlflow"][1])
 
 
-def uvicorn_pids(server_pid: int) -> list[int]:
-    found = []
-    for pid in children_of([server_pid]):
-        with contextlib.suppress(OSError):
-            if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-    return found
+def worker_pids(server_pid: int) -> list[int]:
+    """The server's worker processes (uvicorn with --workers > 1 spawns them as children)."""
+    return [pid for pid in children_of([server_pid]) if alive(pid)]
+
+
+def is_uvicorn(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
 
 
 def alive(pid: int) -> bool:
@@ -162,29 +172,57 @@ def log_one_metric(running: Running, run_id: str, key: str) -> requests.Response
     )
 
 
-def kill_mlflow_under_load(running: Running, label: str, victims) -> dict:
-    """Load, kill -9 what victims(server_pid) names, wait for a new healthy server, check."""
+def wait_for_new_workers(stack: Stack, server_pid: int, old_workers: list[int]) -> list[int]:
+    """Poll until the same server answers healthy again with workers other than old_workers."""
+    deadline = time.monotonic() + RECOVERY_TIMEOUT
+    workers: list[int] = []
+    while time.monotonic() < deadline:
+        workers = worker_pids(server_pid)
+        fresh = [pid for pid in workers if pid not in old_workers]
+        if fresh and status_rows(stack)[1].get("mlflow", [None, None])[1] == str(server_pid):
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{stack_url(stack)}/health", timeout=5).status_code == 200:
+                    return workers
+        time.sleep(0.5)
+    raise AssertionError(f"no new healthy workers within {RECOVERY_TIMEOUT} s: {workers}")
+
+
+def stack_url(stack: Stack) -> str:
+    return stack.client_env()["MLFLOW_TRACKING_URI"]
+
+
+def kill_mlflow_under_load(running: Running, label: str, kill_server: bool) -> dict:
+    """Load, kill -9 the supervised server or its workers, wait for recovery, check."""
     _, run_id = new_run(running, label)
     old_pid = mlflow_pid(running.stack)
-    old_uvicorn = uvicorn_pids(old_pid)
-    assert old_uvicorn, f"no uvicorn child of the MLflow server {old_pid}"
+    # The launcher makes the supervised process the uvicorn server itself.
+    assert is_uvicorn(old_pid), f"the supervised MLflow process {old_pid} is not uvicorn"
+    old_workers = worker_pids(old_pid)
+    if not kill_server:
+        assert old_workers, f"no worker processes under the MLflow server {old_pid}"
     load = MetricLoad(running.url, running.admin, run_id, label, writers=3).start()
     try:
         assert load.wait_for_acks(30, timeout=20), load.summary()
         acked_before_kill = load.acked_count()
-        killed = victims(old_pid, old_uvicorn)
-        for pid in killed:
+        for pid in [old_pid] if kill_server else old_workers:
             os.kill(pid, signal.SIGKILL)
-        new_pid = wait_for_new_healthy_mlflow(running.stack, old_pid)
+        if kill_server:
+            # supervisord starts a new server (the launcher ends the old one's workers).
+            new_pid = wait_for_new_healthy_mlflow(running.stack, old_pid)
+        else:
+            # uvicorn's own supervisor replaces its workers; the server keeps its pid.
+            new_pid = old_pid
+            wait_for_new_workers(running.stack, old_pid, old_workers)
         recovered_at = time.monotonic()
-        # The writers, which never stopped, get through to the new server.
+        # The writers, which never stopped, get through to the recovered server.
         assert load.wait_for_acks(20, timeout=30, after=recovered_at), load.summary()
     finally:
         load.stop()
     assert acked_before_kill > 0
-    # Nothing the killed server started is left holding the port.
-    assert not [pid for pid in [old_pid, *old_uvicorn] if alive(pid)]
-    assert uvicorn_pids(new_pid), "the new server has no uvicorn"
+    # Nothing killed is left over (an orphan would keep answering on the port).
+    gone = [old_pid, *old_workers] if kill_server else old_workers
+    assert not [pid for pid in gone if alive(pid)]
+    assert is_uvicorn(new_pid)
     assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
     return check_nothing_acknowledged_was_lost(load)
 
@@ -194,12 +232,17 @@ def kill_mlflow_under_load(running: Running, label: str, victims) -> dict:
 
 @pytest.mark.slow
 def test_kill_9_of_the_mlflow_server_under_load_loses_no_acknowledged_write(running):
-    kill_mlflow_under_load(running, "kill-server", lambda server, uvicorn: [server])
+    kill_mlflow_under_load(running, "kill-server", kill_server=True)
 
 
 @pytest.mark.slow
-def test_kill_9_of_uvicorn_under_load_loses_no_acknowledged_write(running):
-    kill_mlflow_under_load(running, "kill-uvicorn", lambda server, uvicorn: uvicorn)
+def test_kill_9_of_the_workers_under_load_loses_no_acknowledged_write(running_two_workers):
+    kill_mlflow_under_load(running_two_workers, "kill-workers", kill_server=False)
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_multi_worker_server_ends_its_workers_too(running_two_workers):
+    kill_mlflow_under_load(running_two_workers, "kill-server-2w", kill_server=True)
 
 
 @pytest.mark.slow

@@ -73,3 +73,24 @@ def test_missing_postgres_binaries_are_a_clear_error(integration_home, tmp_path)
     assert result.returncode == 1
     assert "PostgreSQL binaries missing in" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_a_running_stack_whose_port_setting_changed_is_a_clear_error(integration_home):
+    stack = make_stack(integration_home, "dev")
+    stack.invoke("up")
+    try:
+        old_ports = {
+            k: stack.env[k] for k in ("MLFLOW_STACK_POSTGRES_PORT", "MLFLOW_STACK_MLFLOW_PORT")
+        }
+        # Both ports changed: the running stack is not found at the new address, and its
+        # PostgreSQL must not be taken for one listening on the new port.
+        for key in old_ports:
+            stack.env[key] = str(free_port())
+        result = stack.invoke("up", check=False)
+        assert result.returncode == 1
+        old_pg = old_ports["MLFLOW_STACK_POSTGRES_PORT"]
+        assert f"is running on port {old_pg}, but postgres_port is now" in result.stderr
+        assert result.stderr.strip().count("\n") == 0
+        stack.env.update(old_ports)
+    finally:
+        stack.invoke("down", check=False)
