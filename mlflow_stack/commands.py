@@ -70,20 +70,24 @@ def _print_access(profile: Profile) -> None:
     )
 
 
+def is_running(profile: Profile, runtime_name: str) -> bool:
+    """Whether the profile's stack was rendered and is up and healthy on that runtime."""
+    if not (profile.state_dir / COMPOSE_FILE).exists():
+        return False
+    secrets, _ = resolve_secrets(profile)
+    return make_runtime(profile, secrets, runtime_name).is_running()
+
+
 def up(profile_name: str, runtime: str = "auto") -> None:
     profile = load_profile(profile_name)
     progress = health.Progress()
     runtime_name = choose_runtime(profile, runtime)
-    if (profile.state_dir / COMPOSE_FILE).exists():
-        secrets, _ = resolve_secrets(profile)
-        running = make_runtime(profile, secrets, runtime_name)
-        if running.is_running():
-            print(
-                f"profile {profile.name} is already running ({runtime_name} runtime); "
-                "nothing changed"
-            )
-            _print_access(profile)
-            return
+    if is_running(profile, runtime_name):
+        print(
+            f"profile {profile.name} is already running ({runtime_name} runtime); nothing changed"
+        )
+        _print_access(profile)
+        return
     progress.step(f"rendering profile {profile.name}")
     render_profile(profile)
     secrets, _ = resolve_secrets(profile)

@@ -19,8 +19,8 @@ from datetime import timedelta
 from mlflow_stack import commands, health, paths
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import load_profile
-from mlflow_stack.render import COMPOSE_FILE, database_uri
-from mlflow_stack.runtime import choose_runtime, make_runtime
+from mlflow_stack.render import database_uri
+from mlflow_stack.runtime import choose_runtime
 from mlflow_stack.secrets import resolve_secrets
 
 SMOKE_TESTS = paths.PROJECT_ROOT / "tests" / "smoke"
@@ -64,10 +64,7 @@ def smoke_profile(profile_name: str, keep: bool, pytest_args: list[str]) -> int:
 
     profile = load_profile(profile_name)
     brought_up = False
-    running = False
-    if (profile.state_dir / COMPOSE_FILE).exists():
-        secrets, _ = resolve_secrets(profile)
-        running = make_runtime(profile, secrets, choose_runtime(profile)).is_running()
+    running = commands.is_running(profile, choose_runtime(profile))
     if not running:
         print(f"smoke: profile {profile.name} is not running; bringing it up", flush=True)
         commands.up(profile.name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from mlflow_stack.errors import StackError
@@ -74,7 +73,3 @@ def make_runtime(profile: Profile, secrets: Secrets, name: str) -> Runtime:
     from mlflow_stack.runtime.compose import ComposeRuntime
 
     return ComposeRuntime(profile)
-
-
-def state_exists(profile: Profile) -> bool:
-    return Path(profile.state_dir).exists()
