@@ -1,13 +1,15 @@
-"""Nox sessions of mlflow-stack. `nox` runs the default ones; `nox --list` shows them all.
+"""Nox sessions of mlflow-stack. `nox` runs the fast ones; `./scripts/test.sh` runs them all.
 
 Every session installs from requirements.lock, the one pinned set the venv and the image use.
+Arguments after `--` narrow a session, e.g. `nox -s unit -- -k profile`.
 """
 
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "smoke", "faults"]
+# The fast default for local work: no server, no engine (about a minute).
+nox.options.sessions = ["lint", "typecheck", "unit", "tools"]
 
 LOCK = "requirements.lock"
 PROFILES = ("dev", "ci", "demo")
@@ -37,19 +39,50 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
-def tests(session: nox.Session) -> None:
-    """Unit and integration tests (real PostgreSQL and MLflow through the local runtime)."""
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package (the tests are not type-checked)."""
     install_project(session)
-    args = session.posargs or ["tests/unit", "tests/integration", "-m", "not slow"]
-    session.run("pytest", *args)
+    session.run("mypy", "--strict", *(session.posargs or ["mlflow_stack"]))
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """In-process unit tests (no program, no server) with the package's coverage figure."""
+    install_project(session)
+    args = session.posargs or ["tests/unit"]
+    session.run(
+        "coverage",
+        "run",
+        "--source",
+        "mlflow_stack",
+        "-m",
+        "pytest",
+        *args,
+        "-p",
+        "no:cacheprovider",
+    )
+    session.run("coverage", "report", "--skip-covered", "--sort", "cover")
+
+
+@nox.session
+def tools(session: nox.Session) -> None:
+    """Rendered files read by the real tools: Compose's config, compose-lint, hadolint."""
+    install_project(session)
+    session.run("pytest", *(session.posargs or ["tests/tools"]))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Integration tests: a real PostgreSQL and MLflow through the local runtime."""
+    install_project(session)
+    session.run("pytest", *(session.posargs or ["tests/integration", "-m", "not slow"]))
 
 
 @nox.session
 def faults(session: nox.Session) -> None:
     """Fault injection (kill -9 under load, concurrent writers, full disk): the slow tests."""
     install_project(session)
-    args = session.posargs or ["tests/integration", "-m", "slow"]
-    session.run("pytest", *args)
+    session.run("pytest", *(session.posargs or ["tests/integration", "-m", "slow"]))
 
 
 @nox.session
@@ -57,6 +90,13 @@ def smoke(session: nox.Session) -> None:
     """REST smoke tests against a running stack (default: brings up ci, then takes it down)."""
     install_project(session)
     session.run("python", "-m", "mlflow_stack.smoke", *session.posargs)
+
+
+@nox.session
+def compose(session: nox.Session) -> None:
+    """The compose runtime on a real Docker engine; in CI it installs and starts one itself."""
+    install_project(session)
+    session.run("pytest", *(session.posargs or ["tests/compose", "-v"]))
 
 
 @nox.session

@@ -2,13 +2,14 @@
 
 from invoke import Collection, task
 
-from mlflow_stack.cli import user_errors
+from mlflow_stack.cli import seconds, user_errors, whole_number
 
 PROFILE = "profile name: dev, ci, demo (config/profiles/); default dev"
 RUNTIME = (
     "auto (default: as last started, else docker if an engine answers, else local), local, docker"
 )
 SERVICE = "one service: postgres or mlflow (default: all)"
+YES = "do not ask for confirmation (required without a terminal)"
 
 
 @task(
@@ -20,54 +21,54 @@ SERVICE = "one service: postgres or mlflow (default: all)"
 @user_errors
 def render(c, profile="dev", check=False):
     """Render a profile into .stack/<profile>/ (compose file, auth_config.ini, local configs)."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import lifecycle
 
-    commands.render(profile, check=check)
+    lifecycle.render(profile, check=check)
 
 
 @task(help={"profile": PROFILE})
 @user_errors
 def validate(c, profile="dev"):
     """Validate a profile's rendered files without rendering them again."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import lifecycle
 
-    commands.validate(profile)
+    lifecycle.validate(profile)
 
 
 @task(help={"profile": PROFILE, "runtime": RUNTIME})
 @user_errors
 def up(c, profile="dev", runtime="auto"):
     """Render and start a profile's stack, wait until healthy, print URL and credentials."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import lifecycle
 
-    commands.up(profile, runtime)
+    lifecycle.up(profile, runtime)
 
 
 @task(help={"profile": PROFILE, "runtime": RUNTIME})
 @user_errors
 def down(c, profile="dev", runtime="auto"):
     """Stop and remove the stack's processes or containers; keep its data."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import lifecycle
 
-    commands.down(profile, runtime)
+    lifecycle.down(profile, runtime)
 
 
 @task(help={"profile": PROFILE, "runtime": RUNTIME})
 @user_errors
 def stop(c, profile="dev", runtime="auto"):
     """Stop the stack's services without removing them (local runtime: same as down)."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import lifecycle
 
-    commands.stop(profile, runtime)
+    lifecycle.stop(profile, runtime)
 
 
 @task(help={"profile": PROFILE, "service": SERVICE, "runtime": RUNTIME})
 @user_errors
 def restart(c, profile="dev", service=None, runtime="auto"):
     """Restart the stack or one service, and wait until MLflow is healthy again."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import lifecycle
 
-    commands.restart(profile, service, runtime)
+    lifecycle.restart(profile, service, runtime)
 
 
 @task(help={"profile": PROFILE, "runtime": RUNTIME})
@@ -76,9 +77,9 @@ def status(c, profile="dev", runtime="auto"):
     """Show each service's state, pid or container, port and health (exit 1 unless healthy)."""
     from invoke.exceptions import Exit
 
-    from mlflow_stack import commands
+    from mlflow_stack.cli import lifecycle
 
-    if not commands.status(profile, runtime):
+    if not lifecycle.status(profile, runtime):
         raise Exit(code=1)
 
 
@@ -92,27 +93,27 @@ def status(c, profile="dev", runtime="auto"):
     }
 )
 @user_errors
-def logs(c, profile="dev", service=None, follow=False, tail=100, runtime="auto"):
+def logs(c, profile="dev", service=None, follow=False, tail="100", runtime="auto"):
     """Show the logs of the stack or one service."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import lifecycle
 
-    commands.logs(profile, service, follow, int(tail), runtime)
+    lifecycle.logs(profile, service, follow, whole_number("--tail", tail), runtime)
 
 
 @task(
     help={
         "profile": PROFILE,
         "volumes": "also delete the database, artifacts and logs",
-        "yes": "do not ask for confirmation (required without a terminal)",
+        "yes": YES,
         "runtime": RUNTIME,
     }
 )
 @user_errors
 def clean(c, profile="dev", volumes=False, yes=False, runtime="auto"):
     """Stop the stack and delete its rendered files (with --volumes: its data too)."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import lifecycle
 
-    commands.clean(profile, volumes, yes, runtime)
+    lifecycle.clean(profile, volumes, yes, runtime)
 
 
 @task(
@@ -125,41 +126,51 @@ def clean(c, profile="dev", volumes=False, yes=False, runtime="auto"):
 @user_errors
 def env(c, profile="dev", user=None, token=False):
     """Print export lines for MLFLOW_TRACKING_*: eval "$(invoke env)" configures CLI and SDK."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import lifecycle
 
-    commands.env(profile, user, token)
+    lifecycle.env(profile, user, token)
 
 
 namespace = Collection(render, validate, up, down, stop, restart, status, logs, clean, env)
 
 
-@task(name="probe", help={"profile": PROFILE})
+@task(name="probe", help={"profile": PROFILE, "runtime": RUNTIME})
 @user_errors
-def db_probe(c, profile="dev"):
+def db_probe(c, profile="dev", runtime="auto"):
     """Check the database: reachable, login, SELECT 1, version, databases, schemas, sizes."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import db
 
-    commands.db_probe(profile)
+    db.probe(profile, runtime)
 
 
-@task(name="wait", help={"profile": PROFILE, "timeout": "seconds to wait at most (default 30)"})
+@task(
+    name="wait",
+    help={
+        "profile": PROFILE,
+        "timeout": "seconds to wait at most (default 30)",
+        "runtime": RUNTIME,
+    },
+)
 @user_errors
-def db_wait(c, profile="dev", timeout=30):
+def db_wait(c, profile="dev", timeout="30", runtime="auto"):
     """Wait until PostgreSQL accepts connections."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import db
 
-    commands.db_wait(profile, float(timeout))
+    db.wait(profile, seconds("--timeout", timeout), runtime)
 
 
-@task(name="psql", help={"profile": PROFILE, "database": "tracking (default) or auth"})
+@task(
+    name="psql",
+    help={"profile": PROFILE, "database": "tracking (default) or auth", "runtime": RUNTIME},
+)
 @user_errors
-def db_psql(c, profile="dev", database="tracking"):
+def db_psql(c, profile="dev", database="tracking", runtime="auto"):
     """Open psql on the stack's tracking or auth database (password from secrets, not argv)."""
     from invoke.exceptions import Exit
 
-    from mlflow_stack import commands
+    from mlflow_stack.cli import db
 
-    code = commands.db_psql(profile, database)
+    code = db.psql(profile, database, runtime)
     if code:
         raise Exit(code=code)
 
@@ -169,30 +180,34 @@ def db_psql(c, profile="dev", database="tracking"):
     help={
         "profile": PROFILE,
         "output": "the backup file (default backups/mlflow-<profile>-<time>.tar.gz)",
+        "runtime": RUNTIME,
     },
 )
 @user_errors
-def db_backup(c, profile="dev", output=None):
+def db_backup(c, profile="dev", output=None, runtime="auto"):
     """Back up both databases (pg_dump) and the artifacts into one file (mode 0600)."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import db
 
-    commands.db_backup(profile, output)
+    db.backup(profile, output, runtime)
 
 
-@task(name="restore", help={"profile": PROFILE, "source": "a file made by db.backup"})
+@task(
+    name="restore",
+    help={"profile": PROFILE, "source": "a file made by db.backup", "runtime": RUNTIME},
+)
 @user_errors
-def db_restore(c, source, profile="dev"):
+def db_restore(c, source, profile="dev", runtime="auto"):
     """Replace the stack's databases and artifacts with a backup's (the stack must be up)."""
-    from mlflow_stack import commands
+    from mlflow_stack.cli import db
 
-    commands.db_restore(profile, source)
+    db.restore(profile, source, runtime)
 
 
 db = Collection("db", db_probe, db_wait, db_psql, db_backup, db_restore)
 namespace.add_collection(db)
 
 
-# --- users.*, perms.*, tokens.* (mlflow_stack/access.py) ---------------------------------------
+# --- users.*, perms.*, tokens.* (mlflow_stack/cli/) ----------------------------------------------
 
 USERNAME = "the MLflow username"
 FROM_STDIN = (
@@ -215,18 +230,18 @@ MODEL = "the registered model, by name"
 @user_errors
 def users_add(c, username, profile="dev", password_stdin=False, admin=False):
     """Add an MLflow user (password: prompted, from stdin, or generated and shown once)."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import users
 
-    access.users_add(profile, username, password_stdin, admin)
+    users.add(profile, username, password_stdin, admin)
 
 
 @task(name="list", help={"profile": PROFILE})
 @user_errors
 def users_list(c, profile="dev"):
     """List MLflow users and whether each is an admin."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import users
 
-    access.users_list(profile)
+    users.list_users(profile)
 
 
 @task(
@@ -236,9 +251,9 @@ def users_list(c, profile="dev"):
 @user_errors
 def users_passwd(c, username, profile="dev", password_stdin=False):
     """Set a user's password (the profile's admin: secrets.env is updated too)."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import users
 
-    access.users_passwd(profile, username, password_stdin)
+    users.passwd(profile, username, password_stdin)
 
 
 @task(
@@ -253,9 +268,9 @@ def users_passwd(c, username, profile="dev", password_stdin=False):
 @user_errors
 def users_admin(c, username, profile="dev", grant=False, revoke=False):
     """Grant or revoke a user's admin flag."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import users
 
-    access.users_admin(profile, username, grant, revoke)
+    users.admin(profile, username, grant, revoke)
 
 
 @task(
@@ -263,15 +278,15 @@ def users_admin(c, username, profile="dev", grant=False, revoke=False):
     help={
         "profile": PROFILE,
         "username": USERNAME,
-        "yes": "do not ask for confirmation (required without a terminal)",
+        "yes": YES,
     },
 )
 @user_errors
 def users_delete(c, username, profile="dev", yes=False):
     """Delete a user with their grants and access tokens (never the profile's admin)."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import users
 
-    access.users_delete(profile, username, yes)
+    users.delete(profile, username, yes)
 
 
 @task(
@@ -287,9 +302,9 @@ def users_delete(c, username, profile="dev", yes=False):
 @user_errors
 def perms_grant(c, user, level, profile="dev", experiment=None, model=None):
     """Give a user a permission level on one experiment or registered model."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import perms
 
-    access.perms_grant(profile, user, level, experiment, model)
+    perms.grant(profile, user, level, experiment, model)
 
 
 @task(
@@ -299,18 +314,18 @@ def perms_grant(c, user, level, profile="dev", experiment=None, model=None):
 @user_errors
 def perms_revoke(c, user, profile="dev", experiment=None, model=None):
     """Remove a user's grant on one experiment or model (default_permission applies again)."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import perms
 
-    access.perms_revoke(profile, user, experiment, model)
+    perms.revoke(profile, user, experiment, model)
 
 
 @task(name="list", help={"profile": PROFILE, "user": USERNAME})
 @user_errors
 def perms_list(c, user, profile="dev"):
     """List a user's grants, and the default permission for everything else."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import perms
 
-    access.perms_list(profile, user)
+    perms.list_grants(profile, user)
 
 
 @task(
@@ -326,9 +341,9 @@ def perms_list(c, user, profile="dev"):
 @user_errors
 def tokens_create(c, user, profile="dev", name=None, expires=None, json=False):
     """Create an access token for a user; the token is printed once and stored hashed."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import tokens
 
-    access.tokens_create(profile, user, name, expires, json)
+    tokens.create(profile, user, name, expires, json)
 
 
 @task(
@@ -338,18 +353,18 @@ def tokens_create(c, user, profile="dev", name=None, expires=None, json=False):
 @user_errors
 def tokens_list(c, profile="dev", user=None, json=False):
     """List access tokens with their state and dates (never the tokens themselves)."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import tokens
 
-    access.tokens_list(profile, user, json)
+    tokens.list_tokens(profile, user, json)
 
 
 @task(name="revoke", help={"profile": PROFILE, "token_id": "the token's id (tokens.list)"})
 @user_errors
 def tokens_revoke(c, token_id, profile="dev"):
     """Revoke an access token: refused by the server from the next request on."""
-    from mlflow_stack import access
+    from mlflow_stack.cli import tokens
 
-    access.tokens_revoke(profile, token_id)
+    tokens.revoke(profile, token_id)
 
 
 users = Collection("users", users_add, users_list, users_passwd, users_admin, users_delete)

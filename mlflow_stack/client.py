@@ -16,7 +16,7 @@ import requests
 from mlflow_stack import health
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import Profile
-from mlflow_stack.secrets import ENV_VARS, SECRETS_FILE, resolve_secrets
+from mlflow_stack.secrets import ENV_VARS, SECRETS_FILE, load_secrets
 
 TIMEOUT_SECONDS = 30
 USERS = "/api/2.0/mlflow/users"
@@ -35,6 +35,10 @@ class MlflowApiError(StackError):
         super().__init__(message)
         self.status = status
         self.error_code = error_code
+
+    @property
+    def not_found(self) -> bool:
+        return self.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ class AdminClient:
     @classmethod
     def for_profile(cls, profile: Profile) -> AdminClient:
         """The profile's admin, with the password from the environment or secrets.env."""
-        secrets, _ = resolve_secrets(profile)
+        secrets = load_secrets(profile)
         variable = ENV_VARS["admin_password"]
         if os.environ.get(variable):
             hint = f"{variable} is set and wins over {SECRETS_FILE}: check its value"
@@ -213,11 +217,11 @@ class AdminClient:
         body = self._request(
             "POST", f"{USERS}/create", json={"username": username, "password": password}
         )
-        user = body.get("user", {})
+        user = _member(body, "user")
         return User(user.get("username", username), bool(user.get("is_admin", False)))
 
     def get_user(self, username: str) -> User:
-        user = self._request("GET", f"{USERS}/get", params={"username": username}).get("user", {})
+        user = _member(self._request("GET", f"{USERS}/get", params={"username": username}), "user")
         return User(user.get("username", username), bool(user.get("is_admin", False)))
 
     def list_users(self) -> list[User]:
@@ -280,16 +284,19 @@ class AdminClient:
     # --- resources ----------------------------------------------------------------------------
 
     def experiment_by_id(self, experiment_id: str) -> dict[str, Any]:
-        return self._request(
-            "GET", f"{EXPERIMENTS}/get", params={"experiment_id": experiment_id}
-        ).get("experiment", {})
+        body = self._request("GET", f"{EXPERIMENTS}/get", params={"experiment_id": experiment_id})
+        return _member(body, "experiment")
 
     def experiment_by_name(self, name: str) -> dict[str, Any]:
-        return self._request(
-            "GET", f"{EXPERIMENTS}/get-by-name", params={"experiment_name": name}
-        ).get("experiment", {})
+        body = self._request("GET", f"{EXPERIMENTS}/get-by-name", params={"experiment_name": name})
+        return _member(body, "experiment")
 
     def registered_model(self, name: str) -> dict[str, Any]:
-        return self._request("GET", f"{REGISTERED_MODELS}/get", params={"name": name}).get(
-            "registered_model", {}
-        )
+        body = self._request("GET", f"{REGISTERED_MODELS}/get", params={"name": name})
+        return _member(body, "registered_model")
+
+
+def _member(body: dict[str, Any], key: str) -> dict[str, Any]:
+    """The object MLflow wraps its answer in (`{"experiment": {...}}`); {} when there is none."""
+    value = body.get(key)
+    return value if isinstance(value, dict) else {}

@@ -1,4 +1,8 @@
-"""The stack's databases: probe, wait, psql, backup and restore (both runtimes, via 127.0.0.1)."""
+"""The stack's databases: probe, wait, psql, backup and restore, on any runtime.
+
+Each function is given the endpoint the runtime exposes PostgreSQL on (a published port, or a
+relay container) and uses the profile's own PostgreSQL client programs.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import importlib.util
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import tarfile
@@ -15,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 from psycopg2 import sql
@@ -22,8 +26,8 @@ from psycopg2 import sql
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import SECRET_MODE
 from mlflow_stack.profile import Profile
-from mlflow_stack.render import local_artifacts_dir
-from mlflow_stack.runtime.postgres import PostgresCluster
+from mlflow_stack.runtime import DatabaseEndpoint, Runtime
+from mlflow_stack.runtime.postgres import client_command, connect
 from mlflow_stack.secrets import Secrets
 
 BACKUP_FORMAT = 1
@@ -37,17 +41,6 @@ class CheckResult:
     detail: str
 
 
-def _connect(profile: Profile, secrets: Secrets, database: str, timeout: int = 5):
-    return psycopg2.connect(
-        host="127.0.0.1",
-        port=profile.postgres_port,
-        user=profile.db_user,
-        password=secrets.db_password,
-        dbname=database,
-        connect_timeout=timeout,
-    )
-
-
 def _alembic_head(migrations_dir: str) -> str:
     """The head revision of one of MLflow's migration folders, without importing MLflow."""
     from alembic.script import ScriptDirectory
@@ -59,33 +52,45 @@ def _alembic_head(migrations_dir: str) -> str:
     return ScriptDirectory(str(folder)).get_current_head() or ""
 
 
-def probe(profile: Profile, secrets: Secrets) -> list[CheckResult]:
+def probe(profile: Profile, secrets: Secrets, endpoint: DatabaseEndpoint) -> list[CheckResult]:
     """Run the checks in order; stop at the first failure (later ones depend on it)."""
     results: list[CheckResult] = []
-    state: dict[str, object] = {}
+    # The login connection, once `authenticates` has made it; the checks after it share it.
+    opened: list[psycopg2.extensions.connection] = []
 
     def reachable() -> str:
-        with socket.create_connection(("127.0.0.1", profile.postgres_port), timeout=3):
-            return f"127.0.0.1:{profile.postgres_port} accepts TCP connections"
+        # Through a relay, TCP alone proves nothing: a libpq connection attempt that gets as far
+        # as asking for a password does.
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=3):
+            pass
+        try:
+            connect(profile, secrets, endpoint, "postgres", timeout=3).close()
+        except psycopg2.OperationalError as exc:
+            if "password authentication failed" not in str(exc):
+                raise
+        return f"{endpoint.host}:{endpoint.port} answers as PostgreSQL"
 
     def authenticates() -> str:
-        state["conn"] = _connect(profile, secrets, "postgres")
+        opened.append(connect(profile, secrets, endpoint, "postgres"))
         return f"logged in as {profile.db_user} (password authentication)"
 
     def select_one() -> str:
-        with state["conn"].cursor() as cursor:  # type: ignore[attr-defined]
+        with opened[0].cursor() as cursor:
             cursor.execute("SELECT 1")
             assert cursor.fetchone() == (1,)  # noqa: S101
         return "SELECT 1 returned 1"
 
     def server_version() -> str:
-        with state["conn"].cursor() as cursor:  # type: ignore[attr-defined]
+        with opened[0].cursor() as cursor:
             cursor.execute("SHOW server_version")
-            return f"PostgreSQL {cursor.fetchone()[0]}"
+            row = cursor.fetchone()
+        if row is None:
+            raise StackError("SHOW server_version returned no row")
+        return f"PostgreSQL {row[0]}"
 
     def databases_exist() -> str:
         wanted = [profile.tracking_database, profile.auth_database]
-        with state["conn"].cursor() as cursor:  # type: ignore[attr-defined]
+        with opened[0].cursor() as cursor:
             cursor.execute(
                 "SELECT datname, pg_database_size(datname) FROM pg_database "
                 "WHERE datname = ANY(%s)",
@@ -100,7 +105,7 @@ def probe(profile: Profile, secrets: Secrets) -> list[CheckResult]:
     def schema_at_head(database: str, table: str, migrations_dir: str) -> Callable[[], str]:
         def check() -> str:
             head = _alembic_head(migrations_dir)
-            connection = _connect(profile, secrets, database)
+            connection = connect(profile, secrets, endpoint, database)
             try:
                 with connection.cursor() as cursor:
                     cursor.execute(
@@ -147,17 +152,17 @@ def probe(profile: Profile, secrets: Secrets) -> list[CheckResult]:
                 results.append(CheckResult(name, False, detail))
                 break
     finally:
-        if "conn" in state:
-            state["conn"].close()  # type: ignore[attr-defined]
+        for connection in opened:
+            connection.close()
     return results
 
 
-def wait(profile: Profile, secrets: Secrets, timeout: float) -> float:
+def wait(profile: Profile, secrets: Secrets, endpoint: DatabaseEndpoint, timeout: float) -> float:
     started = time.monotonic()
     last = ""
     while time.monotonic() - started < timeout:
         try:
-            _connect(profile, secrets, profile.tracking_database, timeout=3).close()
+            connect(profile, secrets, endpoint, profile.tracking_database, timeout=3).close()
             return time.monotonic() - started
         except psycopg2.Error as exc:
             last = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
@@ -165,20 +170,22 @@ def wait(profile: Profile, secrets: Secrets, timeout: float) -> float:
     raise StackError(f"PostgreSQL did not accept connections within {timeout:.0f} s: {last}")
 
 
-def client_environment(profile: Profile, secrets: Secrets) -> dict[str, str]:
+def client_environment(
+    profile: Profile, secrets: Secrets, endpoint: DatabaseEndpoint
+) -> dict[str, str]:
     """libpq settings for psql/pg_dump/pg_restore: the password never reaches argv."""
     env = dict(os.environ)
     env.update(
-        PGHOST="127.0.0.1",
-        PGPORT=str(profile.postgres_port),
+        PGHOST=endpoint.host,
+        PGPORT=str(endpoint.port),
         PGUSER=profile.db_user,
         PGPASSWORD=secrets.db_password,
     )
     return env
 
 
-def psql_command(cluster: PostgresCluster, database: str) -> list[str]:
-    return cluster.command("psql", "--dbname", database)
+def psql_command(profile: Profile, database: str) -> list[str]:
+    return client_command(profile, "psql", "--dbname", database)
 
 
 def _run_client(command: list[str], env: dict[str, str], what: str) -> None:
@@ -188,9 +195,15 @@ def _run_client(command: list[str], env: dict[str, str], what: str) -> None:
         raise StackError(f"{what} failed: {last}")
 
 
-def backup(profile: Profile, secrets: Secrets, cluster: PostgresCluster, output: Path) -> Path:
+def backup(
+    profile: Profile,
+    secrets: Secrets,
+    endpoint: DatabaseEndpoint,
+    runtime: Runtime,
+    output: Path,
+) -> Path:
     """One tar file: both databases (pg_dump custom format), the artifacts, a manifest."""
-    env = client_environment(profile, secrets)
+    env = client_environment(profile, secrets, endpoint)
     output = output.expanduser().resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -201,7 +214,8 @@ def backup(profile: Profile, secrets: Secrets, cluster: PostgresCluster, output:
         ):
             dump = Path(scratch) / f"{role}.dump"
             _run_client(
-                cluster.command(
+                client_command(
+                    profile,
                     "pg_dump",
                     "--format=custom",
                     "--no-owner",
@@ -229,9 +243,10 @@ def backup(profile: Profile, secrets: Secrets, cluster: PostgresCluster, output:
             archive.addfile(info, io.BytesIO(data))
             for role, dump in dumps.items():
                 archive.add(dump, arcname=f"{role}.dump")
-            artifacts = local_artifacts_dir(profile)
-            if artifacts.exists():
-                archive.add(artifacts, arcname="artifacts")
+            artifacts = Path(scratch) / "artifacts"
+            artifacts.mkdir()
+            runtime.export_artifacts(artifacts)
+            archive.add(artifacts, arcname="artifacts")
         os.replace(tmp_output, output)
     return output
 
@@ -246,7 +261,13 @@ def _safe_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
-def restore(profile: Profile, secrets: Secrets, cluster: PostgresCluster, source: Path) -> dict:
+def restore(
+    profile: Profile,
+    secrets: Secrets,
+    endpoint: DatabaseEndpoint,
+    runtime: Runtime,
+    source: Path,
+) -> dict[str, Any]:
     """Replace both databases and the artifacts with the backup's; MLflow must be stopped."""
     source = source.expanduser()
     if not source.is_file():
@@ -255,17 +276,17 @@ def restore(profile: Profile, secrets: Secrets, cluster: PostgresCluster, source
         archive = tarfile.open(source, mode="r:gz")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError) as exc:
         raise StackError(f"{source} is not a backup made by db.backup: {exc}") from None
-    env = client_environment(profile, secrets)
+    env = client_environment(profile, secrets, endpoint)
     with archive, tempfile.TemporaryDirectory() as scratch:
         members = _safe_members(archive)
         names = {m.name for m in members}
         if not {MANIFEST, "tracking.dump", "auth.dump"} <= names:
             raise StackError(f"{source} is not a backup made by db.backup (entries missing)")
         archive.extractall(scratch, members=members, filter="data")
-        manifest = json.loads((Path(scratch) / MANIFEST).read_text())
+        manifest: dict[str, Any] = json.loads((Path(scratch) / MANIFEST).read_text())
         if manifest.get("format") != BACKUP_FORMAT:
             raise StackError(f"backup format {manifest.get('format')} is not supported")
-        admin = _connect(profile, secrets, "postgres")
+        admin = connect(profile, secrets, endpoint, "postgres")
         admin.autocommit = True
         try:
             for role, database in (
@@ -283,7 +304,8 @@ def restore(profile: Profile, secrets: Secrets, cluster: PostgresCluster, source
                     )
                     cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
                 _run_client(
-                    cluster.command(
+                    client_command(
+                        profile,
                         "pg_restore",
                         "--no-owner",
                         "--exit-on-error",
@@ -296,12 +318,5 @@ def restore(profile: Profile, secrets: Secrets, cluster: PostgresCluster, source
                 )
         finally:
             admin.close()
-        artifacts = local_artifacts_dir(profile)
-        restored = Path(scratch) / "artifacts"
-        if artifacts.exists():
-            shutil.rmtree(artifacts)
-        if restored.exists():
-            shutil.copytree(restored, artifacts)
-        else:
-            artifacts.mkdir(parents=True)
+        runtime.import_artifacts(Path(scratch) / "artifacts")
     return manifest

@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TextIO
 
 import requests
 
@@ -46,13 +47,13 @@ class Progress:
     """Prints which step runs and the time elapsed since the command started."""
 
     started: float = field(default_factory=time.monotonic)
-    stream: object = sys.stdout
+    stream: TextIO = sys.stdout
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
     def step(self, message: str) -> None:
-        print(f"[{self.elapsed():5.1f}s] {message}", file=self.stream, flush=True)  # type: ignore[arg-type]
+        print(f"[{self.elapsed():5.1f}s] {message}", file=self.stream, flush=True)
 
 
 def wait_until(

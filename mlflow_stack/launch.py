@@ -30,6 +30,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 LAUNCH_FILE = "mlflow-launch.json"
 # Per start, not per configuration: a fresh one for every exec.
@@ -76,7 +77,7 @@ def launch_key(server_args: list[str], environ: dict[str, str]) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def read_launch(path: Path, key: str) -> dict | None:
+def read_launch(path: Path, key: str) -> dict[str, Any] | None:
     try:
         launch = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -136,7 +137,9 @@ def run_mlflow_server_in_place(server_args: list[str], launch_file: Path, key: s
     if not hasattr(mlflow.server, "_exec_cmd"):
         exec_mlflow_server(server_args)  # another MLflow: the plain way
 
-    def exec_instead(cmd, extra_env=None, **_kwargs):
+    def exec_instead(
+        cmd: list[Any], extra_env: dict[str, str] | None = None, **_kwargs: Any
+    ) -> None:
         # What MLflow's _exec_cmd would hand to Popen: os.environ (which the CLI amended,
         # e.g. allowed hosts) plus extra_env. Only what differs from our own start is kept.
         final = {**os.environ, **(extra_env or {})}
@@ -145,7 +148,8 @@ def run_mlflow_server_in_place(server_args: list[str], launch_file: Path, key: s
         write_launch(launch_file, key, command, delta, environ_before)
         exec_server(command, delta)
 
-    mlflow.server._exec_cmd = exec_instead
+    # A private function (mlflow/server/__init__.py), replaced on purpose: see the docstring.
+    mlflow.server._exec_cmd = exec_instead  # type: ignore[attr-defined]
     from mlflow.cli import cli
 
     cli.main(args=server_args, prog_name="mlflow")

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 
@@ -38,7 +39,7 @@ class LoadResult:
         for status, count in other.statuses.items():
             self.statuses[status] = self.statuses.get(status, 0) + count
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
             "errors": self.errors,
@@ -52,7 +53,7 @@ class LoadResult:
 
 def run_load(
     url: str,
-    payload: Callable[[int], dict],
+    payload: Callable[[int], dict[str, Any]],
     headers: dict[str, str],
     auth: tuple[str, str] | None,
     concurrency: int,

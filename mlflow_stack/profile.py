@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any
-
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 from mlflow_stack import paths
 from mlflow_stack.errors import StackError
@@ -33,20 +31,53 @@ SQL_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 @dataclass(frozen=True)
 class Profile:
-    """One validated profile: its name and every key of base.toml with its effective value."""
+    """One validated profile: its name and every key of base.toml with its effective value.
+
+    The fields are base.toml's keys, one for one (a unit test holds them to it); a list there
+    is a tuple here, so the whole object is immutable.
+    """
 
     name: str
-    settings: Mapping[str, Any] = field(repr=False)
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self.settings[key]
-        except KeyError:
-            raise AttributeError(key) from None
+    # Network
+    bind_address: str
+    mlflow_port: int
+    postgres_port: int
+    publish_postgres: bool
+    allowed_hosts: tuple[str, ...]
+    # MLflow server
+    workers: int
+    log_level: str
+    default_permission: str
+    admin_username: str
+    job_execution: bool
+    # Storage
+    artifacts_destination: str
+    db_user: str
+    tracking_database: str
+    auth_database: str
+    # Images (compose runtime)
+    postgres_image: str
+    python_image: str
+    mlflow_image: str
+    mlflow_memory_limit: str
+    postgres_memory_limit: str
+    cpu_limit: str
+    ca_bundle: str
+    guide_container_names: bool
+    # Local runtime
+    postgres_bin_dir: str
+    postgres_os_user: str
+    # Secrets
+    secrets_mode: str
+    refuse_default_passwords: bool
 
     @property
     def state_dir(self) -> Path:
         return paths.profile_dir(self.name)
+
+
+# Every key a profile file may set: the fields after `name`.
+SETTING_KEYS = tuple(f.name for f in fields(Profile) if f.name != "name")
 
 
 def available_profiles(profiles_dir: Path | None = None) -> list[str]:
@@ -167,6 +198,7 @@ def load_profile(
     environ = os.environ if environ is None else environ
     check_profile_name(name, folder)
     defaults = _read_toml(folder / BASE_FILE)
+    _check_base_keys(defaults)
     settings = dict(defaults)
     overrides = _read_toml(folder / f"{name}.toml")
     for key, value in overrides.items():
@@ -179,5 +211,18 @@ def load_profile(
         if var in environ:
             settings[key] = _parse_env_value(var, environ[var], default)
     _validate(name, settings)
-    frozen = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-    return Profile(name=name, settings=MappingProxyType(frozen))
+    frozen: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
+    }
+    return Profile(name=name, **frozen)
+
+
+def _check_base_keys(defaults: Mapping[str, Any]) -> None:
+    # A base.toml (MLFLOW_STACK_PROFILES_DIR may name another) must document exactly the keys
+    # Profile has: one missing or extra would otherwise surface as a TypeError.
+    missing = [key for key in SETTING_KEYS if key not in defaults]
+    extra = [key for key in defaults if key not in SETTING_KEYS]
+    if missing or extra:
+        problems = [f"missing {', '.join(missing)}"] if missing else []
+        problems += [f"unknown {', '.join(extra)}"] if extra else []
+        raise StackError(f"{BASE_FILE}: {'; '.join(problems)}")

@@ -25,6 +25,9 @@ from mlflow_stack.secrets import Secrets, resolve_secrets, write_secrets
 
 # Inside the MLflow container; the compose file mounts the rendered files and volumes here.
 CONTAINER_AUTH_CONFIG = "/mlflow/config/auth_config.ini"
+# The image's entry point writes this variable's content to CONTAINER_AUTH_CONFIG
+# (mlflow_stack/container/entrypoint.py).
+CONTAINER_AUTH_CONFIG_VARIABLE = "MLFLOW_STACK_AUTH_CONFIG_INI"
 CONTAINER_ARTIFACTS = "/mlflow/artifacts"
 COMPOSE_POSTGRES_HOST = "postgres"
 COMPOSE_POSTGRES_PORT = 5432
@@ -165,6 +168,20 @@ def mlflow_environment(
     }
 
 
+def extra_ca_bundle(profile: Profile) -> str:
+    """The absolute path of the profile's extra CA certificates, or "" when it names none."""
+    if not profile.ca_bundle:
+        return ""
+    path = Path(profile.ca_bundle).expanduser().resolve()
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise RenderError(f"ca_bundle {profile.ca_bundle}: {exc.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise RenderError(f"ca_bundle {profile.ca_bundle} holds no PEM certificate")
+    return str(path)
+
+
 def local_artifacts_dir(profile: Profile) -> Path:
     if profile.artifacts_destination:
         return Path(profile.artifacts_destination).expanduser().resolve()
@@ -213,6 +230,7 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
 
     compose_auth_config = render("auth_config.ini.j2", database_uri=compose_auth_uri)
     compose_mlflow_env = mlflow_environment(profile, secrets, compose_uri, CONTAINER_AUTH_CONFIG)
+    compose_mlflow_env[CONTAINER_AUTH_CONFIG_VARIABLE] = compose_auth_config
     local_mlflow_env = mlflow_environment(profile, secrets, local_uri, str(local_auth_config))
     header = f"Rendered by mlflow-stack for profile {profile.name}; do not edit."
 
@@ -228,9 +246,9 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                 ],
                 project_root=project_root_from_state,
                 dockerfile=os.path.relpath(state_dir / DOCKERFILE, paths.PROJECT_ROOT),
-                auth_config_mount=CONTAINER_AUTH_CONFIG,
-                auth_config_content=compose_auth_config,
+                auth_config_dir=os.path.dirname(CONTAINER_AUTH_CONFIG),
                 artifacts_mount=CONTAINER_ARTIFACTS,
+                ca_bundle=extra_ca_bundle(profile),
             ),
             SECRET_MODE,
         ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets as random_source
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mlflow_stack.errors import StackError
@@ -51,17 +51,60 @@ class Secrets:
     secret_key: str = field(repr=False)
 
 
+BEYOND_LATIN_1 = (
+    "holds characters beyond Latin-1, which the MLflow SDK and CLI (requests) cannot send in "
+    "basic auth"
+)
+
+
+def sendable_in_basic_auth(password: str) -> bool:
+    """Whether requests, and so the MLflow SDK, can send this password (it encodes Latin-1)."""
+    try:
+        password.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_password(
+    password: str,
+    label: str = "the password",
+    *,
+    mlflow_user: bool = True,
+    min_length: int = MIN_PASSWORD_LENGTH,
+    ini_safe: bool = False,
+) -> str:
+    """The one set of password rules: what every file, prompt and header can carry; for an
+    MLflow user (`mlflow_user`) also what MLflow and requests accept. Returns the password."""
+    if len(password) > MAX_SECRET_LENGTH:
+        raise StackError(
+            f"{label} is {len(password)} characters long (at most {MAX_SECRET_LENGTH})"
+        )
+    if any(ch in password for ch in "\n\r\x00"):
+        raise StackError(f"{label} contains a newline or NUL character, which is not allowed")
+    if ini_safe and password != password.strip():
+        raise StackError(f"{label} starts or ends with white space, which INI files drop")
+    if mlflow_user and not sendable_in_basic_auth(password):
+        raise StackError(f"{label} {BEYOND_LATIN_1}")
+    if len(password) < min_length:
+        # MLflow's own minimum for users; for the others it is ours, and said without MLflow.
+        raise StackError(
+            f"{label} is {len(password)} characters long: MLflow needs at least {min_length}"
+            if mlflow_user
+            else f"{label} is shorter than {min_length} characters"
+        )
+    return password
+
+
 def check_secret_value(name: str, value: str) -> None:
     """Refuse a value that no rendered file (INI, YAML, URI, env) can carry faithfully."""
-    label = ENV_VARS.get(name, name)
-    if len(value) > MAX_SECRET_LENGTH:
-        raise StackError(f"{label} is {len(value)} characters long (at most {MAX_SECRET_LENGTH})")
-    if any(ch in value for ch in "\n\r\x00"):
-        raise StackError(f"{label} contains a newline or NUL character, which is not allowed")
-    if value != value.strip():
-        raise StackError(f"{label} starts or ends with white space, which INI files drop")
-    if name != "secret_key" and len(value) < MIN_PASSWORD_LENGTH:
-        raise StackError(f"{label} is shorter than {MIN_PASSWORD_LENGTH} characters")
+    check_password(
+        value,
+        ENV_VARS.get(name, name),
+        mlflow_user=name == "admin_password",
+        min_length=0 if name == "secret_key" else MIN_PASSWORD_LENGTH,
+        ini_safe=True,
+    )
 
 
 def _generate() -> str:
@@ -69,10 +112,10 @@ def _generate() -> str:
     return random_source.token_urlsafe(32)
 
 
-def resolve_secrets(
-    profile: Profile, environ: Mapping[str, str] | None = None
-) -> tuple[Secrets, bool]:
-    """The profile's secrets and whether secrets.env must be (re)written to hold them."""
+def _gather(
+    profile: Profile, environ: Mapping[str, str] | None, missing: Callable[[str], str]
+) -> tuple[Secrets, dict[str, str], dict[str, str]]:
+    """The environment, else secrets.env, else dev's defaults, else `missing(name)`; checked."""
     environ = os.environ if environ is None else environ
     secrets_path = profile.state_dir / SECRETS_FILE
     stored = parse_env_file(secrets_path) if secrets_path.exists() else {}
@@ -85,15 +128,40 @@ def resolve_secrets(
         elif profile.secrets_mode == "defaults":
             values[name] = DEV_DEFAULTS[name]
         else:
-            values[name] = _generate()
+            values[name] = missing(name)
         check_secret_value(name, values[name])
         if profile.refuse_default_passwords and values[name] in KNOWN_DEFAULTS:
             raise StackError(
                 f"profile {profile.name} refuses a known default password for {name}: "
                 f"unset {var} to generate one, or set it to a strong password"
             )
+    return Secrets(**values), values, stored
+
+
+def resolve_secrets(
+    profile: Profile, environ: Mapping[str, str] | None = None
+) -> tuple[Secrets, bool]:
+    """For render alone: the profile's secrets, generating missing ones, and whether
+    secrets.env must be (re)written to hold them. Every other step uses `load_secrets`."""
+    secrets, values, stored = _gather(profile, environ, lambda name: _generate())
     changed = stored != {ENV_VARS[name]: value for name, value in values.items()}
-    return Secrets(**values), changed
+    return secrets, changed
+
+
+def load_secrets(profile: Profile, environ: Mapping[str, str] | None = None) -> Secrets:
+    """The profile's secrets as render left them (the environment still wins); never generates.
+
+    A profile that generates its secrets and was not rendered yet has none: that is an error
+    naming the command to run, not a random password that exists nowhere.
+    """
+
+    def missing(name: str) -> str:
+        raise StackError(
+            f"profile {profile.name} has no secrets yet: run `invoke render -p {profile.name}` "
+            f"or `invoke up -p {profile.name}`"
+        )
+
+    return _gather(profile, environ, missing)[0]
 
 
 def write_secrets(profile: Profile, secrets: Secrets) -> None:

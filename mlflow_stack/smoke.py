@@ -16,14 +16,19 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from mlflow_stack import commands, health, paths
+from mlflow_stack import health, paths
+from mlflow_stack.cli import lifecycle
+from mlflow_stack.cli.stack import auth_database, is_running
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import load_profile
-from mlflow_stack.render import database_uri
 from mlflow_stack.runtime import choose_runtime
-from mlflow_stack.secrets import resolve_secrets
+from mlflow_stack.secrets import load_secrets
 
 SMOKE_TESTS = paths.PROJECT_ROOT / "tests" / "smoke"
+TOKEN_VARIABLES = {
+    "smoke-valid": "MLFLOW_STACK_SMOKE_TOKEN",
+    "smoke-revoked": "MLFLOW_STACK_SMOKE_REVOKED_TOKEN",
+}
 CLIENT_VARIABLES = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_USERNAME",
@@ -64,16 +69,12 @@ def smoke_profile(profile_name: str, keep: bool, pytest_args: list[str]) -> int:
 
     profile = load_profile(profile_name)
     brought_up = False
-    running = commands.is_running(profile, choose_runtime(profile))
+    running = is_running(profile, choose_runtime(profile))
     if not running:
         print(f"smoke: profile {profile.name} is not running; bringing it up", flush=True)
-        commands.up(profile.name)
+        lifecycle.up(profile.name)
         brought_up = True
-    secrets, _ = resolve_secrets(profile)
-    auth_db = database_uri(
-        profile, secrets, "127.0.0.1", profile.postgres_port, profile.auth_database
-    )
-    made: list[int] = []
+    secrets = load_secrets(profile)
     env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
     env.update(
         MLFLOW_TRACKING_URI=health.mlflow_url(profile),
@@ -81,34 +82,23 @@ def smoke_profile(profile_name: str, keep: bool, pytest_args: list[str]) -> int:
         MLFLOW_TRACKING_PASSWORD=secrets.admin_password,
     )
     try:
-        try:
-            valid, valid_token = tokens.create_token(
-                auth_db,
-                profile.admin_username,
-                name="smoke-valid",
-                expires_at=timedelta(hours=1),
-            )
-            made.append(valid.id)
-            revoked, revoked_token = tokens.create_token(
-                auth_db,
-                profile.admin_username,
-                name="smoke-revoked",
-                expires_at=timedelta(hours=1),
-            )
-            made.append(revoked.id)
-            tokens.revoke_token(auth_db, revoked.id)
-            env.update(
-                MLFLOW_STACK_SMOKE_TOKEN=valid_token, MLFLOW_STACK_SMOKE_REVOKED_TOKEN=revoked_token
-            )
-        except StackError as exc:
-            # e.g. a compose stack whose PostgreSQL is not published (publish_postgres).
-            print(f"smoke: no access tokens, the token checks will be skipped: {exc}", flush=True)
-        return run_pytest(env, pytest_args)
+        with auth_database(profile) as auth_db:
+            made: list[int] = []
+            try:
+                for name in ("smoke-valid", "smoke-revoked"):
+                    record, token = tokens.create_token(
+                        auth_db, profile.admin_username, name=name, expires_at=timedelta(hours=1)
+                    )
+                    made.append(record.id)
+                    env[TOKEN_VARIABLES[name]] = token
+                tokens.revoke_token(auth_db, made[1])
+                return run_pytest(env, pytest_args)
+            finally:
+                for token_id in made:
+                    tokens.delete_token(auth_db, token_id)
     finally:
-        for token_id in made:
-            tokens.delete_token(auth_db, token_id)
         if brought_up and not keep:
-            commands.down(profile.name)
+            lifecycle.down(profile.name)
 
 
 def main(argv: list[str]) -> int:

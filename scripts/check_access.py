@@ -33,7 +33,7 @@ import os
 import secrets
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 try:
@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
         verify = _env("MLFLOW_TRACKING_SERVER_CERT_PATH")
 
     checker = Checker(url, auth, args.timeout, verify)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"check-access-{stamp}-{secrets.token_hex(3)}"
     experiment_id: str | None = None
     step = "Health check"

@@ -1,6 +1,12 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures shared by every test folder, and each test's tier marker taken from its folder."""
+
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
+
+from tests.stacks import Stack
 
 
 @pytest.fixture
@@ -14,3 +20,31 @@ def stack_home(tmp_path, monkeypatch):
     home = tmp_path / "stack"
     monkeypatch.setenv("MLFLOW_STACK_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def integration_home():
+    # Not under pytest's tmp_path: that is mode 0700 and the unprivileged PostgreSQL user
+    # (when the tests run as root) must be able to reach its data directory.
+    home = Path(tempfile.mkdtemp(prefix="mlflow-stack-it-"))
+    home.chmod(0o755)
+    stacks: list[Stack] = []
+    yield home, stacks
+    for stack in stacks:
+        if stack.state_dir.exists():
+            stack.invoke("down", check=False, timeout=120)
+            stack.kill_everything()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+TIERS = ("unit", "tools", "integration", "compose", "smoke")
+
+
+def pytest_collection_modifyitems(items):
+    """`-m integration` and friends select by folder: a test's tier is where it lives."""
+    for item in items:
+        parts = Path(str(item.path)).parts
+        for tier in TIERS:
+            if tier in parts:
+                item.add_marker(tier)
+                break

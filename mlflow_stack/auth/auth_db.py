@@ -12,8 +12,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import sqlalchemy as sa
 from cachetools import LRUCache
@@ -25,6 +27,7 @@ from mlflow_stack.auth.schema import access_tokens, users
 from mlflow_stack.auth.token_format import as_utc
 
 _logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # last_used_at is informational; writing it on every request would turn each read into
 # a write. Once a minute per token is precise enough to spot stale tokens.
@@ -171,7 +174,7 @@ class AuthDatabase:
         self._schema_ready = True
         return True
 
-    def _run(self, work):
+    def _run(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work(connection)``; retry once if a pooled connection turns out dead.
 
         Without pre-ping a connection killed by a database restart is only noticed on

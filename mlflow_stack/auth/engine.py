@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
@@ -25,7 +26,7 @@ def create_auth_engine(url: str | URL, *, for_request_path: bool = False) -> Eng
     second round trip; a dead connection is retried once by the caller instead).
     """
     url = _with_available_postgres_driver(sa.make_url(url))
-    kwargs: dict = {"pool_pre_ping": False}
+    kwargs: dict[str, Any] = {"pool_pre_ping": False}
     if for_request_path:
         kwargs["isolation_level"] = "AUTOCOMMIT"
         if url.get_backend_name() != "sqlite":
@@ -52,7 +53,7 @@ def _with_available_postgres_driver(url: URL) -> URL:
     return url
 
 
-def _enable_sqlite_foreign_keys(dbapi_connection, _connection_record) -> None:
+def _enable_sqlite_foreign_keys(dbapi_connection: Any, _connection_record: Any) -> None:
     # SQLite ignores foreign keys (and so ON DELETE CASCADE) unless asked per
     # connection; MLflow's own sessions ask too.
     cursor = dbapi_connection.cursor()

@@ -19,6 +19,8 @@ change or a deleted user (see password_cache).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 import secrets
@@ -56,7 +58,8 @@ _passwords = VerifiedPasswords()
 
 def authenticate() -> Authorization | Response:
     """The ``authorization_function``: the caller's Authorization, or MLflow's 401."""
-    current = request._get_current_object()
+    # Flask types `request` as the Request it proxies, so the proxy's own method is unknown.
+    current = request._get_current_object()  # type: ignore[attr-defined]
     # g lives as long as the app context, which is normally one request; the request
     # identity check keeps a reused app context from leaking one request's answer
     # into the next.
@@ -88,10 +91,36 @@ def _authenticate(req: Request) -> Authorization | None:
         if scheme == "bearer":
             return _authenticate_bearer(req, rest.strip(" \t"))
         if scheme == "basic":
-            return _authenticate_basic(req, Authorization.from_header(header))
+            credentials = basic_credentials(rest)
+            authorization = _authenticate_basic(req, credentials)
+            if authorization is not None:
+                # MLflow reads the user from request.authorization too, which Werkzeug parses
+                # as UTF-8 only (None for a Latin-1 password).
+                req.authorization = authorization
+            return authorization
     except AuthDatabaseUnavailable as exc:
         raise _unavailable(exc) from None
     return None
+
+
+def basic_credentials(encoded: str) -> Authorization | None:
+    """RFC 7617 user-pass, decoded as UTF-8, else as Latin-1.
+
+    Browsers send UTF-8; requests (and so the MLflow SDK and CLI) encodes a non-ASCII password
+    as Latin-1, which Werkzeug's UTF-8-only parser turns into "no credentials" and a 401.
+    """
+    try:
+        raw = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    username, colon, password = text.partition(":")
+    if not colon:
+        return None
+    return Authorization("basic", {"username": username, "password": password})
 
 
 def _authenticate_bearer(req: Request, token: str) -> Authorization | None:

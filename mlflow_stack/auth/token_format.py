@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import overload
 
 # The prefix lets the hook reject foreign bearer tokens without a database round trip
 # and lets secret scanners recognise a leaked token.
@@ -38,15 +39,22 @@ def hash_token(token: str) -> str:
 def looks_like_token(candidate: str | None) -> bool:
     """Whether a bearer credential can be one of ours (cheap pre-check, no lookup)."""
     return (
-        bool(candidate)
+        candidate is not None
         and candidate.startswith(TOKEN_PREFIX)
-        and len(candidate) > len(TOKEN_PREFIX)
-        and len(candidate) <= MAX_TOKEN_LENGTH
+        and len(TOKEN_PREFIX) < len(candidate) <= MAX_TOKEN_LENGTH
     )
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
+
+
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+@overload
+def as_utc(moment: None) -> None: ...
+@overload
+def as_utc(moment: datetime | None) -> datetime | None: ...
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -54,8 +62,8 @@ def as_utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def token_state(

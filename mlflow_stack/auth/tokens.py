@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
@@ -93,7 +94,7 @@ def create_token(
             ).scalar_one_or_none()
             if user_id is None:
                 raise TokenError(f"no MLflow user named {username!r}")
-            token_id = conn.execute(
+            inserted = conn.execute(
                 access_tokens.insert().values(
                     user_id=user_id,
                     name=name,
@@ -101,7 +102,11 @@ def create_token(
                     created_at=now,
                     expires_at=expires_at,
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            # Always set after an INSERT of one row with an autoincrement key.
+            if inserted is None:
+                raise TokenError("the auth database returned no id for the new token")
+            token_id = int(inserted[0])
     record = AccessToken(
         id=token_id,
         username=username,
@@ -150,7 +155,7 @@ def revoke_token(engine: EngineOrUrl, token_id: int, *, username: str | None = N
                     .where(access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None))
                     .values(revoked_at=utcnow())
                 )
-                row = conn.execute(_select_records().where(access_tokens.c.id == token_id)).first()
+                row = conn.execute(_select_records().where(access_tokens.c.id == token_id)).one()
             return _record(row)
 
 
@@ -181,7 +186,7 @@ def _resolve_expiry(expires_at: datetime | timedelta | None, now: datetime) -> d
     return expires_at
 
 
-def _select_records() -> sa.Select:
+def _select_records() -> sa.Select[Any]:
     return sa.select(
         access_tokens.c.id,
         users.c.username,
@@ -193,7 +198,7 @@ def _select_records() -> sa.Select:
     ).join(users, users.c.id == access_tokens.c.user_id)
 
 
-def _record(row) -> AccessToken:
+def _record(row: sa.Row[Any]) -> AccessToken:
     return AccessToken(
         id=row.id,
         username=row.username,

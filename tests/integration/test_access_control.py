@@ -19,9 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.integration.conftest import Stack, make_stack
-
-pytestmark = pytest.mark.integration
+from tests.stacks import Stack, make_stack
 
 TIMING_TRIES = 15
 NOT_AUTHENTICATED = "You are not authenticated"

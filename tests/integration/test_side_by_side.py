@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import free_port, make_stack
+from tests.stacks import free_port, make_stack
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 

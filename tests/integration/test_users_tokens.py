@@ -27,10 +27,7 @@ from mlflow_stack.files import parse_env_file
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import database_uri
 from mlflow_stack.secrets import ENV_VARS, Secrets
-
-from .conftest import Stack, base_environment, free_port, make_stack
-
-pytestmark = pytest.mark.integration
+from tests.stacks import Stack, base_environment, free_port, make_stack
 
 SDK_ACCESS = Path(__file__).with_name("sdk_access.py")
 USERS_API = "/api/2.0/mlflow/users"
@@ -349,12 +346,21 @@ def test_non_admins_get_403_on_user_management(demo, issued_tokens):
 
 @pytest.fixture(scope="module")
 def down_stack(tmp_path_factory) -> Stack:
-    """A demo stack that was never brought up (its own home, free ports): nothing listens."""
+    """A demo stack that was rendered but never brought up (its own home, free ports): nothing
+    listens."""
     home = tmp_path_factory.mktemp("down")
     stack = Stack("demo", home, base_environment(home))
     stack.env["MLFLOW_STACK_MLFLOW_PORT"] = str(free_port())
     stack.env["MLFLOW_STACK_POSTGRES_PORT"] = str(free_port())
+    stack.invoke("render")
     return stack
+
+
+@pytest.fixture
+def unrendered_stack(tmp_path_factory) -> Stack:
+    """A demo stack that was never even rendered: it has no secrets and no runtime yet."""
+    home = tmp_path_factory.mktemp("unrendered")
+    return Stack("demo", home, base_environment(home))
 
 
 BAD_INPUT = {
@@ -437,6 +443,18 @@ BAD_INPUT = {
         "wrong admin credentials for admin at http://127.0.0.1:",
     ),
 }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["users.list"], "profile demo has no secrets yet: run `invoke render -p demo`"),
+        (["tokens.list"], "profile demo has not been brought up: run `invoke up -p demo`"),
+    ],
+)
+def test_a_profile_never_rendered_says_what_to_run(unrendered_stack, args, message):
+    assert_one_line_error(unrendered_stack.invoke(*args, stdin="", check=False), message)
+    assert not unrendered_stack.state_dir.exists()
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))

@@ -56,7 +56,7 @@ def _env(name: str) -> str | None:
 
 
 def _make_prefix() -> str:
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"smoke-{stamp}-{secrets.token_hex(3)}"
 
 

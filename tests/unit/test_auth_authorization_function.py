@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import flask
 import pytest
@@ -170,7 +170,7 @@ def test_expired_token_is_refused(harness):
         conn.execute(
             access_tokens.update()
             .where(access_tokens.c.id == record.id)
-            .values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )
     assert_401(harness.call(bearer(token))[0])
 
@@ -218,6 +218,23 @@ def test_basic_auth_returns_the_presented_credentials(harness):
     assert result.type == "basic"
     assert result.username == "alice"
     assert result.password == "alice-password"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_a_non_ascii_password_works_as_browsers_and_as_the_sdk_send_it(harness, encoding):
+    # Browsers send UTF-8; requests (the MLflow SDK) sends Latin-1.
+    password = "p%a$s@w:o/r#d'\"; ü ${X}"
+    harness.add_user("carol", password)
+    encoded = base64.b64encode(f"carol:{password}".encode(encoding)).decode()
+    result, seen_by_mlflow = harness.call({"Authorization": f"Basic {encoded}"})
+    assert (result.username, result.password) == ("carol", password)
+    assert seen_by_mlflow.username == "carol"
+    assert_401(harness.call(basic("carol", "p%a$s@w:o/r#d'\"; u ${X}"))[0])
+
+
+@pytest.mark.parametrize("encoded", ["not base64!", base64.b64encode(b"no-colon").decode(), ""])
+def test_malformed_basic_credentials_are_401(harness, encoded):
+    assert_401(harness.call({"Authorization": f"Basic {encoded}"})[0])
 
 
 def test_basic_auth_hashes_once_per_credential_not_per_request(harness):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -20,7 +20,7 @@ from mlflow_stack.auth.token_format import (
     token_state,
 )
 
-NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def test_generated_tokens_are_prefixed_random_and_urlsafe():
@@ -55,7 +55,7 @@ def test_as_utc_treats_naive_as_utc_and_converts_aware():
     plus_two = timezone(timedelta(hours=2))
     converted = as_utc(datetime(2030, 1, 1, 14, 0, tzinfo=plus_two))
     assert converted == NOW
-    assert converted.tzinfo == timezone.utc
+    assert converted.tzinfo == UTC
 
 
 def test_token_without_expiry_or_revocation_is_active():
@@ -81,5 +81,5 @@ def test_naive_database_timestamps_compare_as_utc():
 
 
 def test_default_now_is_the_current_time():
-    assert token_state(datetime.now(timezone.utc) - timedelta(seconds=1), None) == EXPIRED
-    assert token_state(datetime.now(timezone.utc) + timedelta(hours=1), None) == ACTIVE
+    assert token_state(datetime.now(UTC) - timedelta(seconds=1), None) == EXPIRED
+    assert token_state(datetime.now(UTC) + timedelta(hours=1), None) == ACTIVE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import fields
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -103,7 +103,7 @@ def test_name_length_is_bounded(engine):
 
 
 def test_expiry_as_instant_lifetime_or_naive_utc(engine):
-    soon = datetime.now(timezone.utc) + timedelta(hours=1)
+    soon = datetime.now(UTC) + timedelta(hours=1)
     by_instant, _ = tokens.create_token(engine, "alice", expires_at=soon)
     by_lifetime, _ = tokens.create_token(engine, "alice", expires_at=timedelta(days=30))
     naive, _ = tokens.create_token(engine, "alice", expires_at=soon.replace(tzinfo=None))
@@ -119,7 +119,7 @@ def test_expiry_as_instant_lifetime_or_naive_utc(engine):
 
 @pytest.mark.parametrize(
     "expires_at",
-    [datetime.now(timezone.utc) - timedelta(seconds=1), timedelta(seconds=-5), timedelta(0)],
+    [datetime.now(UTC) - timedelta(seconds=1), timedelta(seconds=-5), timedelta(0)],
 )
 def test_expiry_in_the_past_is_refused(engine, expires_at):
     with pytest.raises(TokenError, match="not in the future"):
@@ -149,9 +149,7 @@ def test_list_for_unknown_user_is_an_error_not_an_empty_list(engine):
 def test_list_shows_expired_and_revoked_tokens_with_their_state(engine):
     record, _ = tokens.create_token(engine, "alice")
     with engine.begin() as conn:
-        conn.execute(
-            access_tokens.update().values(expires_at=datetime(2000, 1, 1, tzinfo=timezone.utc))
-        )
+        conn.execute(access_tokens.update().values(expires_at=datetime(2000, 1, 1, tzinfo=UTC)))
     revoked, _ = tokens.create_token(engine, "alice")
     tokens.revoke_token(engine, revoked.id)
 

@@ -1,6 +1,6 @@
 """The bench's arithmetic and report, on rows shaped like a real run's."""
 
-from mlflow_stack import bench
+from mlflow_stack.bench import report as bench_report
 
 
 def row(
@@ -26,7 +26,7 @@ def test_ratios_compare_each_cell_with_the_same_cell_without_auth():
         row("project", "basic", 50.0, 30.0, concurrency=4),
         row("project-noauth", "none", 200.0, 10.0, concurrency=4),
     ]
-    ratios = bench.ratios(rows, "project", "project-noauth")
+    ratios = bench_report.ratios(rows, "project", "project-noauth")
     assert sorted((r["auth"], r["concurrency"], r["ratio"]) for r in ratios) == [
         ("basic", 1, 0.9),
         ("basic", 4, 0.25),
@@ -44,7 +44,7 @@ def test_verdict_takes_the_worst_cell_and_each_target_direction():
         "load": [row("project", "basic", 100.0, 9.5), row("project", "bearer", 100.0, 10.5)],
         "project": {"warm_up_seconds": 4.0, "cold_up_seconds": 11.0, "rest_rss_mb": 500.0},
     }
-    verdict = bench.verdict(results)
+    verdict = bench_report.verdict(results)
     assert verdict["auth_throughput_ratio"] == {"measured": 0.91, "target": 0.9, "met": True}
     assert verdict["keepalive_search_p50_ms"]["measured"] == 10.5
     assert verdict["keepalive_search_p50_ms"]["met"] is False
@@ -66,8 +66,8 @@ def test_the_report_and_chart_are_written(tmp_path):
         "mlflow": "3.17.2",
         "machine": {"cpus": 2, "memory_gb": 24.0, "platform": "Linux"},
         "load": load,
-        "ratios": bench.ratios(load, "project", "project-noauth")
-        + bench.ratios(load, "stock", "stock-noauth"),
+        "ratios": bench_report.ratios(load, "project", "project-noauth")
+        + bench_report.ratios(load, "stock", "stock-noauth"),
         "project": {"warm_up_seconds": 4.0, "cold_up_seconds": 8.0, "rest_rss_mb": 400.0},
         "stock": {
             "warm_start_seconds": 10.0,
@@ -77,13 +77,13 @@ def test_the_report_and_chart_are_written(tmp_path):
         },
         "smoke": {"seconds": 1.5, "exit_code": 0},
     }
-    results["verdict"] = bench.verdict(results)
-    report = bench.markdown(results)
+    results["verdict"] = bench_report.verdict(results)
+    report = bench_report.markdown(results)
     assert (
         "| project | experiments/search | basic | 1 | keep-alive | 90.0 | 9.0 | 18.0 | 0.9 |"
         in report
     )
     assert "| `invoke up`, warm (s) | 4.0 | 5.0 | yes |" in report
     chart = tmp_path / "chart.png"
-    bench.chart(results, chart)
+    bench_report.chart(results, chart)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,10 +10,11 @@ from datetime import timedelta
 import pytest
 import requests
 
-from mlflow_stack import access, commands
+from mlflow_stack.cli import inputs, lifecycle, perms, prompts, users
 from mlflow_stack.client import AdminClient, MlflowApiError, error_for
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import load_profile
+from mlflow_stack.secrets import check_password
 
 # --- --expires ---------------------------------------------------------------------------------
 
@@ -31,13 +32,13 @@ from mlflow_stack.profile import load_profile
     ],
 )
 def test_expires_parses_days_hours_minutes(text, expected):
-    assert access.parse_expires(text) == expected
+    assert inputs.parse_expires(text) == expected
 
 
 @pytest.mark.parametrize("text", ["0d", "30", "d", "1.5h", "2w", "-1d", "1d2h", "30 d", "3651d"])
 def test_expires_refuses_anything_else(text):
     with pytest.raises(StackError, match="--expires"):
-        access.parse_expires(text)
+        inputs.parse_expires(text)
 
 
 # --- usernames, passwords, levels --------------------------------------------------------------
@@ -45,13 +46,13 @@ def test_expires_refuses_anything_else(text):
 
 @pytest.mark.parametrize("name", ["alice", "a.b-c_d@example.org", "A1", "x" * 64])
 def test_usernames_accepted(name):
-    assert access.check_username(name) == name
+    assert inputs.check_username(name) == name
 
 
 @pytest.mark.parametrize("name", ["", "-alice", "al ice", "al'ice", "a;b", "x" * 65, "ä"])
 def test_usernames_refused(name):
     with pytest.raises(StackError):
-        access.check_username(name)
+        inputs.check_username(name)
 
 
 @pytest.mark.parametrize(
@@ -66,12 +67,12 @@ def test_usernames_refused(name):
 )
 def test_passwords_refused(password, message):
     with pytest.raises(StackError, match=message):
-        access.check_password(password)
+        check_password(password)
 
 
 def test_passwords_accepted_at_the_limits():
     for password in ("a" * 12, "%$@/:#'\" ${X} ü" + "a" * 10, "a" * 1024):
-        assert access.check_password(password) == password
+        assert check_password(password) == password
 
 
 @pytest.mark.parametrize(
@@ -79,13 +80,13 @@ def test_passwords_accepted_at_the_limits():
     [("READ", "READ"), ("edit", "EDIT"), ("Manage", "MANAGE"), ("NO_PERMISSIONS", "DENY")],
 )
 def test_levels_map_to_what_mlflow_stores(level, stored):
-    assert access.parse_level(level) == stored
+    assert inputs.parse_level(level) == stored
 
 
 @pytest.mark.parametrize("level", ["WRITE", "", None, "ADMIN"])
 def test_unknown_levels_refused(level):
     with pytest.raises(StackError, match="--level"):
-        access.parse_level(level)
+        inputs.parse_level(level)
 
 
 # --- where a new password comes from -----------------------------------------------------------
@@ -93,28 +94,28 @@ def test_unknown_levels_refused(level):
 
 def test_password_from_stdin_drops_one_trailing_newline():
     stdin = io.StringIO("a-long-enough-password\n")
-    assert access.read_new_password(True, stdin=stdin) == ("a-long-enough-password", False)
+    assert prompts.read_new_password(True, stdin=stdin) == ("a-long-enough-password", False)
 
 
 def test_password_from_stdin_is_checked():
     with pytest.raises(StackError, match="newline"):
-        access.read_new_password(True, stdin=io.StringIO("two\nlines-of-password\n"))
+        prompts.read_new_password(True, stdin=io.StringIO("two\nlines-of-password\n"))
     with pytest.raises(StackError, match="nothing on stdin"):
-        access.read_new_password(True, stdin=io.StringIO(""))
+        prompts.read_new_password(True, stdin=io.StringIO(""))
 
 
 def test_password_is_generated_without_a_terminal():
-    first, generated = access.read_new_password(False, stdin=io.StringIO(""), interactive=False)
-    second, _ = access.read_new_password(False, stdin=io.StringIO(""), interactive=False)
+    first, generated = prompts.read_new_password(False, stdin=io.StringIO(""), interactive=False)
+    second, _ = prompts.read_new_password(False, stdin=io.StringIO(""), interactive=False)
     assert generated and first != second
-    assert access.check_password(first) == first
+    assert check_password(first) == first
 
 
 def test_password_prompted_twice_must_match(monkeypatch):
     answers = iter(["a-long-enough-password", "another-password!"])
-    monkeypatch.setattr(access.getpass, "getpass", lambda *a, **k: next(answers))
+    monkeypatch.setattr(prompts.getpass, "getpass", lambda *a, **k: next(answers))
     with pytest.raises(StackError, match="do not match"):
-        access.read_new_password(False, interactive=True)
+        prompts.read_new_password(False, interactive=True)
 
 
 # --- env --token -------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def test_password_prompted_twice_must_match(monkeypatch):
 def test_env_token_prints_uri_token_and_unsets_basic_auth(stack_home, monkeypatch, capsys):
     token = "mlst_" + "A" * 43
     monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
-    commands.env("dev", token=True)
+    lifecycle.env("dev", token=True)
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
         "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000",
@@ -136,12 +137,12 @@ def test_env_token_prints_uri_token_and_unsets_basic_auth(stack_home, monkeypatc
 def test_env_token_refuses_what_is_not_a_token(stack_home, monkeypatch, stdin):
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     with pytest.raises(StackError, match="no access token on stdin"):
-        commands.env("dev", token=True)
+        lifecycle.env("dev", token=True)
 
 
 def test_env_token_and_user_exclude_each_other(stack_home):
     with pytest.raises(StackError, match="exclude each other"):
-        commands.env("dev", user="alice", token=True)
+        lifecycle.env("dev", user="alice", token=True)
 
 
 # --- refusals that need no server --------------------------------------------------------------
@@ -149,18 +150,18 @@ def test_env_token_and_user_exclude_each_other(stack_home):
 
 def test_the_profiles_admin_is_neither_deleted_nor_demoted(stack_home):
     with pytest.raises(StackError, match="it is the admin of profile dev"):
-        access.users_delete("dev", "admin", yes=True)
+        users.delete("dev", "admin", yes=True)
     with pytest.raises(StackError, match="need it to stay admin"):
-        access.users_admin("dev", "admin", grant=False, revoke=True)
+        users.admin("dev", "admin", grant=False, revoke=True)
     with pytest.raises(StackError, match="exactly one of --grant and --revoke"):
-        access.users_admin("dev", "bob", grant=True, revoke=True)
+        users.admin("dev", "bob", grant=True, revoke=True)
 
 
 def test_grant_needs_exactly_one_resource(stack_home):
     with pytest.raises(StackError, match="exactly one of --experiment"):
-        access.perms_grant("dev", "bob", "READ")
+        perms.grant("dev", "bob", "READ")
     with pytest.raises(StackError, match="exactly one of --experiment"):
-        access.perms_grant("dev", "bob", "READ", experiment="e", model="m")
+        perms.grant("dev", "bob", "READ", experiment="e", model="m")
 
 
 # --- the client's error mapping ----------------------------------------------------------------

@@ -1,10 +1,13 @@
+import dataclasses
 import shutil
+import tomllib
+import typing
 
 import pytest
 
 from mlflow_stack import paths
 from mlflow_stack.errors import StackError
-from mlflow_stack.profile import available_profiles, load_profile
+from mlflow_stack.profile import Profile, available_profiles, load_profile
 
 
 @pytest.fixture
@@ -116,5 +119,24 @@ def test_invalid_values_are_refused(var, value, message):
 
 def test_profile_is_frozen():
     profile = load_profile("dev", environ={})
-    with pytest.raises(TypeError):
-        profile.settings["mlflow_port"] = 1  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        profile.mlflow_port = 1  # type: ignore[misc]
+    assert isinstance(profile.allowed_hosts, tuple)
+
+
+def test_profile_fields_are_exactly_the_keys_of_base_toml():
+    # A key added to base.toml without a typed field (or the other way round) fails here.
+    with (paths.PROFILES_DIR / "base.toml").open("rb") as fh:
+        defaults = tomllib.load(fh)
+    hints = typing.get_type_hints(Profile)
+    assert sorted(f.name for f in dataclasses.fields(Profile)) == sorted(["name", *defaults])
+    for key, default in defaults.items():
+        expected = tuple[str, ...] if isinstance(default, list) else type(default)
+        assert hints[key] == expected, key
+
+
+def test_a_base_toml_that_lacks_a_key_is_a_clear_error(profiles):
+    base = profiles / "base.toml"
+    base.write_text(base.read_text().replace('ca_bundle = ""', ""))
+    with pytest.raises(StackError, match=r"base\.toml: missing ca_bundle"):
+        load_profile("ci", environ={}, profiles_dir=profiles)

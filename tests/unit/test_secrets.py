@@ -73,3 +73,12 @@ def test_unusable_passwords_are_refused_before_anything_is_written(
     with pytest.raises(StackError, match=message):
         render_profile(load_profile("ci"))
     assert not (stack_home / "ci").exists()
+
+
+def test_an_admin_password_the_sdk_cannot_send_is_refused(stack_home, monkeypatch):
+    # requests encodes basic auth as Latin-1: 漢 or 🙂 would fail in every client, later.
+    monkeypatch.setenv("MLFLOW_STACK_ADMIN_PASSWORD", "unicode ü漢字🙂 long enough")
+    with pytest.raises(StackError, match="MLFLOW_STACK_ADMIN_PASSWORD holds characters beyond"):
+        resolve_secrets(load_profile("ci"))
+    monkeypatch.setenv("MLFLOW_STACK_ADMIN_PASSWORD", "Latin-1 is fine: ü ß é")
+    assert resolve_secrets(load_profile("ci"))[0].admin_password == "Latin-1 is fine: ü ß é"

@@ -1,43 +1,50 @@
-"""The task layer as a user meets it: `invoke` in a subprocess, one-line errors, exit codes."""
+"""The task layer as a user meets it, in-process: invoke's own Program on tasks.py, one-line
+errors, exit codes. Nothing here starts a program."""
 
-import os
-import subprocess
-import sys
+from __future__ import annotations
+
 from pathlib import Path
 
 import pytest
+from invoke import Collection, Program
 
+import tasks
 from mlflow_stack import paths
 
-INVOKE = [sys.executable, "-m", "invoke"]
+
+def run_invoke(capsys, *argv: str) -> tuple[int, str, str]:
+    """`invoke ARGV…` as the console script runs it; returns (exit code, stdout, stderr)."""
+    program = Program(namespace=Collection.from_module(tasks), binary="invoke")
+    try:
+        program.run(["invoke", *argv])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def run_invoke(*args, env_extra=None, stack_home):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_STACK_")}
-    env["MLFLOW_STACK_HOME"] = str(stack_home)
-    env.update(env_extra or {})
-    return subprocess.run(
-        [*INVOKE, *args],
-        cwd=paths.PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def assert_one_line_error(result: tuple[int, str, str], message: str) -> None:
+    code, out, err = result
+    assert code == 1, (out, err)
+    assert err.strip().count("\n") == 0, err
+    assert err.startswith("error: ") and message in err, err
+    assert "Traceback" not in out + err
 
 
-def test_list_shows_every_task_with_a_one_line_help(stack_home):
-    result = run_invoke("--list", stack_home=stack_home)
-    assert result.returncode == 0
-    rows = [line for line in result.stdout.splitlines()[2:] if line.strip()]
-    names = [line.split()[0] for line in rows if not line.startswith(" " * 6)]
-    assert "render" in names and "validate" in names
-    for line in rows:
-        assert len(line.split()) >= 1
-    for name in names:
-        help_text = run_invoke("--help", name, stack_home=stack_home).stdout
-        assert "Docstring:\n  none" not in help_text, name
+def test_list_shows_every_task_and_each_has_a_one_line_docstring(capsys, stack_home):
+    code, out, _ = run_invoke(capsys, "--list")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()[2:] if line.strip()]
+    for expected in ("render", "up", "db.probe", "tokens.create", "users.add", "perms.grant"):
+        assert expected in names
+    namespace = Collection.from_module(tasks)
+    for name in namespace.task_names:
+        body = namespace[name].body
+        doc = (body.__doc__ or "").strip()
+        assert doc and "\n" not in doc, name
+        code, help_text, _ = run_invoke(capsys, "--help", name)
+        assert code == 0 and "Docstring:\n  none" not in help_text, name
 
 
 @pytest.mark.parametrize(
@@ -51,42 +58,61 @@ def test_list_shows_every_task_with_a_one_line_help(stack_home):
             {"MLFLOW_STACK_ADMIN_PASSWORD": "admin_password"},
             "refuses a known default password",
         ),
+        (
+            ["render", "-p", "ci"],
+            {"MLFLOW_STACK_CA_BUNDLE": "/nonexistent/proxy-ca.pem"},
+            "ca_bundle /nonexistent/proxy-ca.pem: No such file or directory",
+        ),
+        # Each of these once printed a traceback or did something else than asked.
+        (["env", "-p", "ci"], {}, "profile ci has no secrets yet: run `invoke render -p ci`"),
+        (["status", "--runtime", "podman"], {}, "unknown runtime 'podman'"),
+        (["logs", "--tail", "abc"], {}, "--tail takes a whole number, got 'abc'"),
+        (["logs", "--tail", "-3"], {}, "--tail must be 0 or more"),
+        (["db.wait", "--timeout", "x"], {}, "--timeout takes a number of seconds, got 'x'"),
+        (["db.wait", "--timeout", "0"], {}, "--timeout must be more than 0 seconds"),
+        # A fractional timeout is a timeout: what stops it here is the missing stack.
+        (["db.wait", "--timeout", "2.5"], {}, "profile dev has not been brought up"),
     ],
 )
-def test_bad_input_is_one_line_exit_1_and_writes_nothing(stack_home, args, env_extra, message):
-    result = run_invoke(*args, env_extra=env_extra, stack_home=stack_home)
-    assert result.returncode == 1
-    assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
+def test_bad_input_is_one_line_exit_1_and_writes_nothing(
+    capsys, stack_home, monkeypatch, args, env_extra, message
+):
+    for key, value in env_extra.items():
+        monkeypatch.setenv(key, value)
+    assert_one_line_error(run_invoke(capsys, *args), message)
     assert not stack_home.exists()
+
+
+def test_env_prints_the_password_that_render_stored(capsys, stack_home):
+    assert run_invoke(capsys, "render", "-p", "ci")[0] == 0
+    stored = (stack_home / "ci" / "secrets.env").read_text()
+    first = run_invoke(capsys, "env", "-p", "ci")[1]
+    assert first == run_invoke(capsys, "env", "-p", "ci")[1]
+    password = next(
+        line.split("=", 1)[1] for line in first.splitlines() if "PASSWORD=" in line
+    ).strip("'")
+    assert password in stored
 
 
 @pytest.mark.parametrize(
     ("profile_text", "message"),
     [("mlflow_port = [\n", "dev.toml: malformed TOML"), ("colour = 1\n", "unknown key 'colour'")],
 )
-def test_broken_profile_files_are_one_line_errors(tmp_path, stack_home, profile_text, message):
+def test_broken_profile_files_are_one_line_errors(
+    capsys, tmp_path, stack_home, monkeypatch, profile_text, message
+):
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / "base.toml").write_text((paths.PROFILES_DIR / "base.toml").read_text())
     (profiles / "dev.toml").write_text(profile_text)
-    result = run_invoke(
-        "render",
-        "-p",
-        "dev",
-        env_extra={"MLFLOW_STACK_PROFILES_DIR": str(profiles)},
-        stack_home=stack_home,
-    )
-    assert result.returncode == 1
-    assert message in result.stderr
-    assert result.stderr.strip().count("\n") == 0
+    monkeypatch.setenv("MLFLOW_STACK_PROFILES_DIR", str(profiles))
+    assert_one_line_error(run_invoke(capsys, "render", "-p", "dev"), message)
     assert not stack_home.exists()
 
 
-def test_render_check_succeeds_for_every_profile(stack_home):
+def test_render_writes_every_profile(capsys, stack_home):
     for name in ("dev", "ci", "demo"):
-        result = run_invoke("render", "-p", name, "--check", stack_home=stack_home)
-        assert result.returncode == 0, result.stderr
-        assert "hadolint passed" in result.stdout
+        code, out, err = run_invoke(capsys, "render", "-p", name)
+        assert code == 0, err
         assert Path(stack_home, name, "docker-compose.yml").exists()
+        assert f"rendered profile {name}" in out

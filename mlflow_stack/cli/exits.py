@@ -1,4 +1,4 @@
-"""What the task layer shares: turning StackError into one line and exit code 1."""
+"""How a task ends: a StackError becomes one line and exit code 1, Ctrl-C exit code 130."""
 
 from __future__ import annotations
 

@@ -1,0 +1,182 @@
+"""The bench's verdict against its targets, the Markdown report and the chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# One measured cell (server, endpoint, auth, concurrency, connection, throughput, latencies).
+Row = dict[str, Any]
+
+TARGETS = {
+    "auth_throughput_ratio": 0.9,
+    "keepalive_search_p50_ms": 10.0,
+    "warm_up_seconds": 5.0,
+    "cold_up_seconds": 10.0,
+    "rest_rss_mb": 600.0,
+}
+
+
+def ratios(rows: list[Row], auth_server: str, noauth_server: str) -> list[Row]:
+    base = {
+        (r["endpoint"], r["concurrency"], r["connection"]): r
+        for r in rows
+        if r["server"] == noauth_server
+    }
+    out = []
+    for row in rows:
+        if row["server"] != auth_server:
+            continue
+        ref = base.get((row["endpoint"], row["concurrency"], row["connection"]))
+        if ref and ref["throughput_rps"]:
+            out.append(
+                {
+                    "server": auth_server,
+                    "auth": row["auth"],
+                    "endpoint": row["endpoint"],
+                    "concurrency": row["concurrency"],
+                    "connection": row["connection"],
+                    "ratio": round(row["throughput_rps"] / ref["throughput_rps"], 3),
+                }
+            )
+    return out
+
+
+def verdict(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    project_ratios = [r["ratio"] for r in results.get("ratios", []) if r["server"] == "project"]
+    keepalive_search = [
+        r["p50_ms"]
+        for r in results.get("load", [])
+        if r["server"] == "project"
+        and r["endpoint"] == "experiments/search"
+        and r["connection"] == "keep-alive"
+        and r["concurrency"] == 1
+    ]
+    project = results.get("project", {})
+    measured = {
+        "auth_throughput_ratio": min(project_ratios) if project_ratios else None,
+        "keepalive_search_p50_ms": max(keepalive_search) if keepalive_search else None,
+        "warm_up_seconds": project.get("warm_up_seconds"),
+        "cold_up_seconds": project.get("cold_up_seconds"),
+        "rest_rss_mb": project.get("rest_rss_mb"),
+    }
+    verdicts = {}
+    for key, target in TARGETS.items():
+        value = measured[key]
+        met = value is not None and (
+            value >= target if key == "auth_throughput_ratio" else value <= target
+        )
+        verdicts[key] = {"measured": value, "target": target, "met": met}
+    return verdicts
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"# Benchmark {results['date']}",
+        "",
+        f"MLflow {results['mlflow']}, {results['machine']['cpus']} CPUs, "
+        f"{results['machine']['memory_gb']} GB, {results['machine']['platform']}"
+        f"{' (quick run)' if results['quick'] else ''}.",
+        "",
+        "| target | measured | target | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    names = {
+        "auth_throughput_ratio": "authenticated / unauthenticated throughput (worst cell)",
+        "keepalive_search_p50_ms": "p50 authenticated search, reused connection (ms)",
+        "warm_up_seconds": "`invoke up`, warm (s)",
+        "cold_up_seconds": "`invoke up`, cold (s)",
+        "rest_rss_mb": "whole stack at rest, RSS (MB)",
+    }
+    for key, item in results["verdict"].items():
+        lines.append(
+            f"| {names[key]} | {item['measured']} | {item['target']} | "
+            f"{'yes' if item['met'] else 'no'} |"
+        )
+    stock = results.get("stock", {})
+    lines += [
+        "",
+        f"Stock MLflow (defaults): warm start {stock.get('warm_start_seconds')} s, cold "
+        f"{stock.get('cold_start_seconds')} s, {stock.get('processes')} processes, "
+        f"{stock.get('rest_rss_mb_mlflow')} MB RSS (MLflow processes only). "
+        f"`nox -s smoke` against a running stack: {results.get('smoke', {}).get('seconds')} s.",
+        "",
+        "| server | endpoint | auth | c | connection | req/s | p50 ms | p99 ms | ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    ratio_of = {
+        (r["server"], r["auth"], r["endpoint"], r["concurrency"], r["connection"]): r["ratio"]
+        for r in results.get("ratios", [])
+    }
+    for row in results.get("load", []):
+        key = (row["server"], row["auth"], row["endpoint"], row["concurrency"], row["connection"])
+        lines.append(
+            f"| {row['server']} | {row['endpoint']} | {row['auth']} | {row['concurrency']} | "
+            f"{row['connection']} | {row['throughput_rps']} | {row['p50_ms']} | {row['p99_ms']} "
+            f"| {ratio_of.get(key, '')} |"
+        )
+    lines += [
+        "",
+        "ratio: throughput of the authenticated cell / the same cell on the same server "
+        "with authentication off (project-noauth, stock-noauth).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 2]})
+    cells = [r for r in results.get("ratios", [])]
+    labels = sorted({(r["endpoint"], r["concurrency"], r["connection"]) for r in cells})
+    series = [("project", "basic"), ("project", "bearer"), ("stock", "basic")]
+    width = 0.8 / len(series)
+    for index, (server, mode) in enumerate(series):
+        values = []
+        for label in labels:
+            match = [
+                r["ratio"]
+                for r in cells
+                if r["server"] == server
+                and r["auth"] == mode
+                and (r["endpoint"], r["concurrency"], r["connection"]) == label
+            ]
+            values.append(match[0] if match else 0)
+        left.bar(
+            [i + index * width for i in range(len(labels))], values, width, label=f"{server} {mode}"
+        )
+    left.axhline(TARGETS["auth_throughput_ratio"], color="red", linestyle="--", label="target 0.9")
+    left.set_xticks([i + width for i in range(len(labels))])
+    left.set_xticklabels([f"{e.split('/')[-1]}\nc={c}\n{n}" for e, c, n in labels], fontsize=8)
+    left.set_ylabel("authenticated / unauthenticated throughput")
+    left.set_title("Cost of authentication (higher is better)")
+    left.legend(fontsize=8)
+
+    verdict = results["verdict"]
+    keys = ["keepalive_search_p50_ms", "warm_up_seconds", "cold_up_seconds", "rest_rss_mb"]
+    names = ["p50 search\nkeep-alive (ms)", "up warm (s)", "up cold (s)", "RSS at rest\n(x100 MB)"]
+    measured = [verdict[k]["measured"] or 0 for k in keys]
+    targets = [verdict[k]["target"] for k in keys]
+    measured[-1] /= 100
+    targets[-1] /= 100
+    positions = range(len(keys))
+    right.bar(
+        [p - 0.2 for p in positions],
+        measured,
+        0.4,
+        label="measured",
+        color=["green" if verdict[k]["met"] else "orange" for k in keys],
+    )
+    right.bar([p + 0.2 for p in positions], targets, 0.4, label="target", color="lightgray")
+    right.set_xticks(list(positions))
+    right.set_xticklabels(names, fontsize=8)
+    right.set_title("Latency, start time, memory (lower is better)")
+    right.legend(fontsize=8)
+    fig.suptitle(f"mlflow-stack vs stock MLflow {results['mlflow']} - {results['date']}")
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)

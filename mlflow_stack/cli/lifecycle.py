@@ -1,0 +1,170 @@
+"""The bodies of the lifecycle tasks: render, validate, up, down, stop, restart, status, logs,
+clean and env."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+
+from mlflow_stack import health
+from mlflow_stack.cli.output import print_table, shown
+from mlflow_stack.cli.prompts import confirm_deletion, password_of, read_token
+from mlflow_stack.cli.stack import existing_runtime, is_running
+from mlflow_stack.errors import StackError
+from mlflow_stack.profile import Profile, load_profile
+from mlflow_stack.render import COMPOSE_FILE, render_profile
+from mlflow_stack.runtime import choose_runtime, make_runtime, remember_runtime
+from mlflow_stack.secrets import SECRETS_FILE, load_secrets
+from mlflow_stack.validate import validate_profile
+
+# What `clean` keeps without --volumes; with it, only the secrets survive (so that a backup
+# restores with the credentials it was made with).
+DATA_ENTRIES = ("pgdata", "artifacts", "logs")
+
+
+def render(profile_name: str, check: bool = False) -> None:
+    profile = load_profile(profile_name)
+    written = render_profile(profile)
+    print(f"rendered profile {profile.name} into {shown(profile.state_dir)}/")
+    for path in written:
+        print(f"  {shown(path)}")
+    if check:
+        validate(profile_name)
+
+
+def validate(profile_name: str) -> None:
+    profile = load_profile(profile_name)
+    for line in validate_profile(profile):
+        print(f"ok  {line}")
+
+
+def _print_access(profile: Profile) -> None:
+    print(f"MLflow:      {health.mlflow_url(profile)}")
+    print(f"admin user:  {profile.admin_username}")
+    print(
+        f'credentials: eval "$(invoke env -p {profile.name})"  (password in '
+        f"{shown(profile.state_dir / SECRETS_FILE)})"
+    )
+
+
+def up(profile_name: str, runtime: str = "auto") -> None:
+    profile = load_profile(profile_name)
+    progress = health.Progress()
+    runtime_name = choose_runtime(profile, runtime)
+    if is_running(profile, runtime_name):
+        print(
+            f"profile {profile.name} is already running ({runtime_name} runtime); nothing changed"
+        )
+        _print_access(profile)
+        return
+    progress.step(f"rendering profile {profile.name}")
+    render_profile(profile)
+    secrets = load_secrets(profile)
+    stack = make_runtime(profile, secrets, runtime_name)
+    stack.up(progress)
+    remember_runtime(profile, runtime_name)
+    if not health.mlflow_accepts(profile, profile.admin_username, secrets.admin_password):
+        raise StackError(
+            f"MLflow is up but refuses {profile.admin_username} with the password in "
+            f"{SECRETS_FILE}: if it was changed, set MLFLOW_STACK_ADMIN_PASSWORD"
+        )
+    progress.step(f"profile {profile.name} is healthy ({runtime_name} runtime)")
+    _print_access(profile)
+
+
+def down(profile_name: str, runtime: str = "auto") -> None:
+    profile = load_profile(profile_name)
+    existing_runtime(profile, runtime).down()
+    print(f"profile {profile.name} is down; its data is kept")
+
+
+def stop(profile_name: str, runtime: str = "auto") -> None:
+    profile = load_profile(profile_name)
+    existing_runtime(profile, runtime).stop()
+    print(f"profile {profile.name} is stopped")
+
+
+def restart(profile_name: str, service: str | None = None, runtime: str = "auto") -> None:
+    profile = load_profile(profile_name)
+    existing_runtime(profile, runtime).restart(service)
+    print(f"restarted {service or 'every service'} of profile {profile.name}")
+
+
+def status(profile_name: str, runtime: str = "auto") -> bool:
+    """Print each service's row; whether every service is healthy."""
+    profile = load_profile(profile_name)
+    stack = existing_runtime(profile, runtime)
+    rows = stack.status()
+    print(f"profile {profile.name} ({stack.name} runtime)")
+    print_table(
+        ("SERVICE", "STATE", "PID/CONTAINER", "PORT", "HEALTH"),
+        [(r.service, r.state, r.process, r.port, r.health) for r in rows],
+    )
+    return all(r.health == "healthy" for r in rows)
+
+
+def logs(
+    profile_name: str, service: str | None, follow: bool, tail: int, runtime: str = "auto"
+) -> None:
+    profile = load_profile(profile_name)
+    existing_runtime(profile, runtime).logs(service, follow, tail)
+
+
+def clean(
+    profile_name: str,
+    volumes: bool,
+    yes: bool,
+    runtime: str = "auto",
+    interactive: bool | None = None,
+) -> None:
+    profile = load_profile(profile_name)
+    state_dir = profile.state_dir
+    if not state_dir.exists():
+        print(f"nothing to clean: {shown(state_dir)} does not exist")
+        return
+    what = "rendered files" + (", database, artifacts and logs" if volumes else "")
+    confirm_deletion(
+        f"Delete the {what} of profile {profile.name} ({shown(state_dir)})?", yes, interactive
+    )
+
+    if (state_dir / COMPOSE_FILE).exists():
+        stack = existing_runtime(profile, runtime)
+        stack.down()
+        if volumes:
+            stack.remove_volumes()
+    keep = {SECRETS_FILE} | (set() if volumes else set(DATA_ENTRIES))
+    for entry in sorted(state_dir.iterdir()):
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    kept = sorted(e.name for e in state_dir.iterdir())
+    print(f"removed the {what} of profile {profile.name}; kept: {', '.join(kept) or 'nothing'}")
+
+
+def env(profile_name: str, user: str | None = None, token: bool = False) -> None:
+    profile = load_profile(profile_name)
+    if token:
+        # An access token (read from stdin, or prompted) instead of a username and password;
+        # the unset keeps a shell's earlier basic-auth variables from winning over it.
+        if user is not None:
+            raise StackError("--user and --token exclude each other: a token knows its user")
+        value = read_token()
+        print(f"export MLFLOW_TRACKING_URI={shlex.quote(health.mlflow_url(profile))}")
+        print(f"export MLFLOW_TRACKING_TOKEN={shlex.quote(value)}")
+        print("unset MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD")
+        return
+    secrets = load_secrets(profile)
+    if user is None or user == profile.admin_username:
+        username, password = profile.admin_username, secrets.admin_password
+    else:
+        username, password = user, password_of(user)
+    values = {
+        "MLFLOW_TRACKING_URI": health.mlflow_url(profile),
+        "MLFLOW_TRACKING_USERNAME": username,
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
+    for key, value in values.items():
+        print(f"export {key}={shlex.quote(value)}")
