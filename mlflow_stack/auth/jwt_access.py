@@ -1,0 +1,355 @@
+"""Verification of JWT access tokens from an OpenID Provider (``Authorization: Bearer <jwt>``).
+
+The project's own opaque ``mlst_`` tokens are checked elsewhere; this module only answers
+"is this JWT an access token that our provider issued for our API, and who is it for?".
+
+Per request: one split + base64 of the header, a dict lookup for the key, one signature check
+and a few claim comparisons. Keys are fetched from the provider's JWKS URL, parsed once into
+``cryptography`` key objects and kept; the network is touched only for a ``kid`` the cache does
+not know, and then at most once per ``refetch_interval`` (a flood of made-up kids costs the
+provider one request per interval per worker). PyJWT (and through it ``cryptography``) is
+imported on first use, not at import time: MLflow loads the auth package into every worker,
+configured for OpenID Connect or not.
+
+PyJWT rather than joserfc: it is the smaller, far more widely deployed library, accepts the
+parsed key objects directly (no per-request key parsing) and leaves the claim policy to us.
+We pass it exactly one algorithm, chosen from the key we hold, never from the token alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from mlflow_stack.errors import StackError
+
+# Asymmetric algorithms only: a verifier that also accepted HS* would treat the provider's
+# public key as an HMAC secret (the classic key-confusion forgery); "none" is never accepted.
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"})
+# Which algorithms each kind of key can verify; a token's alg must fit the key it names.
+_RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256"})
+_EC_ALGORITHMS = {"P-256": frozenset({"ES256"}), "P-384": frozenset({"ES384"})}
+_OKP_ALGORITHMS = {"Ed25519": frozenset({"EdDSA"})}
+
+# RFC 9068 access tokens say "at+jwt"; most providers (Keycloak, Entra ID, Auth0) say "JWT"
+# or nothing. Any other typ (logout+jwt, dpop+jwt, secevent+jwt, ...) is some other JWT.
+_ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt", "application/jwt"})
+
+DEFAULT_LEEWAY_SECONDS = 30
+DEFAULT_REFETCH_INTERVAL_SECONDS = 60.0
+DEFAULT_FETCH_TIMEOUT_SECONDS = 5.0
+# A bearer header is a few KB; anything far larger is refused before any decoding.
+MAX_TOKEN_LENGTH = 16_384
+
+
+class TokenRefused(Exception):
+    """The bearer token is not acceptable (answer 401). ``reason`` is for logs, not clients."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class KeysUnavailable(Exception):
+    """No signing keys could be fetched and none are cached (answer 503, not 401)."""
+
+
+@dataclass(frozen=True)
+class JwtAccessSettings:
+    """What a valid access token must say. ``browser_client_id`` is the OIDC client that logs
+    users in: tokens issued *to* it (ID tokens) are not tokens *for* the API."""
+
+    issuer: str
+    audience: str
+    browser_client_id: str | None = None
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    algorithms: frozenset[str] = ASYMMETRIC_ALGORITHMS
+    leeway_seconds: int = DEFAULT_LEEWAY_SECONDS
+
+    def __post_init__(self) -> None:
+        if not self.issuer or not self.audience:
+            raise StackError("OpenID Connect: the issuer and the API audience must both be set")
+        if self.audience == self.browser_client_id:
+            raise StackError(
+                "OpenID Connect: the API audience must differ from the browser client id "
+                "(otherwise an ID token would pass as an access token)"
+            )
+        unsafe = set(self.algorithms) - ASYMMETRIC_ALGORITHMS
+        if unsafe or not self.algorithms:
+            raise StackError(
+                f"OpenID Connect: algorithms must be a non-empty subset of "
+                f"{sorted(ASYMMETRIC_ALGORITHMS)}; refused: {sorted(unsafe)}"
+            )
+        if not 0 <= self.leeway_seconds <= 300:
+            raise StackError("OpenID Connect: the clock leeway must be 0 to 300 seconds")
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    subject: str
+    username: str
+    groups: tuple[str, ...]
+    issuer: str
+    expires_at: float
+    claims: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _CachedKey:
+    key: Any  # a cryptography public key object, ready for PyJWT
+    algorithms: frozenset[str]
+
+
+JwksFetcher = Callable[[str], Mapping[str, Any]]
+
+
+def fetch_jwks(url: str, timeout: float = DEFAULT_FETCH_TIMEOUT_SECONDS) -> Mapping[str, Any]:
+    """The default fetcher: a short-timeout GET; any failure raises."""
+    import requests  # only when keys are actually fetched
+
+    response = requests.get(url, timeout=timeout, headers={"Accept": "application/json"})
+    response.raise_for_status()
+    document = response.json()
+    if not isinstance(document, dict):
+        raise ValueError("the JWKS document is not a JSON object")
+    return document
+
+
+class JwksCache:
+    """The provider's signing keys by ``kid``, refetched only for unknown kids, rate-limited.
+
+    Lookups of known kids take no lock and do no I/O. A refetch replaces the whole set, so a
+    key the provider has withdrawn stops verifying after the next refetch (or a restart).
+    """
+
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        fetch: JwksFetcher = fetch_jwks,
+        clock: Callable[[], float] = time.monotonic,
+        refetch_interval: float = DEFAULT_REFETCH_INTERVAL_SECONDS,
+        algorithms: Iterable[str] = ASYMMETRIC_ALGORITHMS,
+    ) -> None:
+        self.jwks_url = jwks_url
+        self._fetch = fetch
+        self._clock = clock
+        self._refetch_interval = refetch_interval
+        self._algorithms = frozenset(algorithms) & ASYMMETRIC_ALGORITHMS
+        self._keys: dict[str, _CachedKey] = {}  # replaced whole, never mutated: lock-free reads
+        self._last_attempt: float | None = None
+        self._lock = threading.Lock()
+        self.fetch_count = 0  # attempts, successful or not (tests and metrics read it)
+
+    def key_for(self, kid: str) -> _CachedKey:
+        cached = self._keys.get(kid)
+        if cached is not None:
+            return cached
+        with self._lock:
+            cached = self._keys.get(kid)  # another thread may have refetched meanwhile
+            if cached is None and self._may_fetch():
+                self._refetch()
+                cached = self._keys.get(kid)
+        if cached is not None:
+            return cached
+        if not self._keys:
+            raise KeysUnavailable(f"no signing keys could be fetched from {self.jwks_url}")
+        raise TokenRefused(f"unknown key id {kid!r}")
+
+    def _may_fetch(self) -> bool:
+        last = self._last_attempt
+        return last is None or self._clock() - last >= self._refetch_interval
+
+    def _refetch(self) -> None:
+        self._last_attempt = self._clock()
+        self.fetch_count += 1
+        try:
+            keys = _parse_jwks(self._fetch(self.jwks_url), self._algorithms)
+        except Exception:  # any fetch or parse failure means "keep what we have"
+            return
+        if keys:  # a document with no usable key counts as a failed fetch
+            self._keys = keys
+
+
+def _parse_jwks(document: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, _CachedKey]:
+    from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+    keys: dict[str, _CachedKey] = {}
+    entries = document.get("keys")
+    for jwk in entries if isinstance(entries, list) else []:
+        if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
+            continue
+        kid, kty = jwk.get("kid"), jwk.get("kty")
+        if not isinstance(kid, str) or not kid:
+            continue
+        parse: Callable[[dict[str, Any]], Any]
+        if kty == "RSA":
+            family, parse = _RSA_ALGORITHMS, RSAAlgorithm.from_jwk
+        elif kty == "EC":
+            family, parse = (
+                _EC_ALGORITHMS.get(jwk.get("crv", ""), frozenset()),
+                ECAlgorithm.from_jwk,
+            )
+        elif kty == "OKP":
+            family, parse = (
+                _OKP_ALGORITHMS.get(jwk.get("crv", ""), frozenset()),
+                OKPAlgorithm.from_jwk,
+            )
+        else:
+            continue  # "oct" (symmetric) keys are never trusted for access tokens
+        algorithms = family & allowed
+        if "alg" in jwk:
+            algorithms &= {jwk["alg"]}
+        if not algorithms:
+            continue
+        try:
+            key: Any = parse(jwk)
+        except Exception:  # noqa: S112 - one malformed key must not hide the others
+            continue
+        # Keep only the public half even if a provider (wrongly) publishes private parts.
+        public = key.public_key() if hasattr(key, "private_bytes") else key
+        keys[kid] = _CachedKey(key=public, algorithms=frozenset(algorithms))
+    return keys
+
+
+def verify_access_token(
+    token: str, settings: JwtAccessSettings, cache: JwksCache, now: float | None = None
+) -> VerifiedToken:
+    """The verified identity in ``token``, or TokenRefused / KeysUnavailable.
+
+    ``now`` is epoch seconds (tests inject it; the server passes nothing).
+    """
+    if now is None:
+        now = time.time()
+    header = _header_of(token)
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in settings.algorithms:
+        raise TokenRefused(f"algorithm {alg!r} is not allowed")
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCESS_TOKEN_TYPES):
+        raise TokenRefused(f"token type {typ!r} is not an access token")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise TokenRefused("the token names no signing key (kid)")
+    cached = cache.key_for(kid)
+    if alg not in cached.algorithms:
+        raise TokenRefused(f"algorithm {alg} does not match key {kid!r}")
+    claims = _verified_claims(token, cached.key, alg)
+    return _check_claims(claims, settings, now)
+
+
+def _header_of(token: str) -> dict[str, Any]:
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        raise TokenRefused("not a compact JWS")
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError, RecursionError) as error:
+        raise TokenRefused("the token header is not base64url JSON") from error
+    if not isinstance(header, dict):
+        raise TokenRefused("the token header is not a JSON object")
+    if "crit" in header:
+        raise TokenRefused("critical header extensions are not supported")
+    return header
+
+
+def _verified_claims(token: str, key: Any, alg: str) -> dict[str, Any]:
+    import jwt
+
+    try:
+        # Signature only: every claim is checked below against the injected clock.
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key=key,
+            algorithms=[alg],
+            options={
+                "verify_signature": True,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_aud": False,
+                "verify_iss": False,
+                "verify_sub": False,
+                "verify_jti": False,
+            },
+        )
+    except jwt.PyJWTError as error:
+        raise TokenRefused(f"bad signature or encoding: {error}") from error
+    return claims
+
+
+def _check_claims(claims: dict[str, Any], settings: JwtAccessSettings, now: float) -> VerifiedToken:
+    leeway = settings.leeway_seconds
+    if claims.get("iss") != settings.issuer:
+        raise TokenRefused(f"issuer {claims.get('iss')!r} is not {settings.issuer!r}")
+
+    # Telling an ID token from an access token (the rule, in order):
+    # 1. aud must contain the API audience. An ID token's aud is the browser client id, which
+    #    settings guarantee differs from the API audience, so an ID token fails here already.
+    # 2. A token carrying "nonce" is refused outright: nonce belongs to ID tokens (OIDC Core
+    #    2, 3.1.2.1); an access token has no reason to carry one, even with the right aud.
+    # 3. Keycloak marks its ID tokens with a "typ": "ID" claim: refused too.
+    # (The header typ was already limited to at+jwt / JWT above.)
+    audiences = claims.get("aud")
+    if isinstance(audiences, str):
+        audiences = [audiences]
+    if not isinstance(audiences, list) or settings.audience not in audiences:
+        raise TokenRefused(f"audience {claims.get('aud')!r} does not include the API audience")
+    if "nonce" in claims:
+        raise TokenRefused("the token carries a nonce: an ID token, not an access token")
+    if claims.get("typ") == "ID":
+        raise TokenRefused("the token is marked as an ID token")
+
+    expires_at = _number(claims, "exp", required=True)
+    if expires_at <= now - leeway:
+        raise TokenRefused("the token has expired")
+    not_before = _number(claims, "nbf", required=False)
+    if not_before is not None and not_before > now + leeway:
+        raise TokenRefused("the token is not valid yet (nbf)")
+    issued_at = _number(claims, "iat", required=False)
+    if issued_at is not None and issued_at > now + leeway:
+        raise TokenRefused("the token was issued in the future (iat)")
+
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise TokenRefused("the token has no subject (sub)")
+    username = claims.get(settings.username_claim)
+    if not isinstance(username, str) or not username.strip():
+        raise TokenRefused(f"the token has no {settings.username_claim!r} claim")
+    return VerifiedToken(
+        subject=subject,
+        username=username,
+        groups=_groups(claims.get(settings.groups_claim), settings.groups_claim),
+        issuer=settings.issuer,
+        expires_at=expires_at,
+        claims=MappingProxyType(claims),
+    )
+
+
+def _number(claims: Mapping[str, Any], name: str, *, required: bool) -> Any:
+    value = claims.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenRefused(f"the {name!r} claim is missing or not a number")
+    return value
+
+
+def _groups(value: Any, claim: str) -> tuple[str, ...]:
+    """Group names; Keycloak's full-path form "/team/sub" becomes "team/sub"."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TokenRefused(f"the {claim!r} claim is not a list of strings")
+    names = (item[1:] if item.startswith("/") else item for item in value)
+    return tuple(dict.fromkeys(name for name in names if name))
