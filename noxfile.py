@@ -12,7 +12,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "typecheck", "unit", "tools"]
 
 LOCK = "requirements.lock"
-PROFILES = ("dev", "ci", "demo")
+PROFILES = ("dev", "ci", "demo", "sso")
 
 
 def install_project(session: nox.Session, *packages: str) -> None:

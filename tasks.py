@@ -4,11 +4,11 @@ from invoke import Collection, task
 
 from mlflow_stack.cli import seconds, user_errors, whole_number
 
-PROFILE = "profile name: dev, ci, demo (config/profiles/); default dev"
+PROFILE = "profile name: dev, ci, demo, sso (config/profiles/); default dev"
 RUNTIME = (
     "auto (default: as last started, else docker if an engine answers, else local), local, docker"
 )
-SERVICE = "one service: postgres or mlflow (default: all)"
+SERVICE = "one service: postgres, mlflow, or oidc-provider where the stack runs one (default: all)"
 YES = "do not ask for confirmation (required without a terminal)"
 
 
@@ -121,14 +121,24 @@ def clean(c, profile="dev", volumes=False, yes=False, runtime="auto"):
         "profile": PROFILE,
         "user": "print the variables for this user (password prompted) instead of the admin",
         "token": "use an access token read from stdin (MLFLOW_TRACKING_TOKEN), not a password",
+        "oidc": (
+            "single sign-on: a client-credentials JWT of the machine client "
+            "(oidc_machine_client_id) as MLFLOW_TRACKING_TOKEN, its user as "
+            "MLFLOW_TRACKING_USERNAME; valid for oidc_access_token_seconds"
+        ),
+        "auth_provider": (
+            "with --oidc: print MLFLOW_TRACKING_AUTH=mlflow-stack-oidc and its "
+            "MLFLOW_STACK_MACHINE_{TOKEN_URL,CLIENT_ID,CLIENT_SECRET,AUDIENCE} instead of a "
+            "token, so the SDK fetches and renews tokens itself (long jobs); prints the secret"
+        ),
     }
 )
 @user_errors
-def env(c, profile="dev", user=None, token=False):
+def env(c, profile="dev", user=None, token=False, oidc=False, auth_provider=False):
     """Print export lines for MLFLOW_TRACKING_*: eval "$(invoke env)" configures CLI and SDK."""
     from mlflow_stack.cli import lifecycle
 
-    lifecycle.env(profile, user, token)
+    lifecycle.env(profile, user, token, oidc, auth_provider)
 
 
 namespace = Collection(render, validate, up, down, stop, restart, status, logs, clean, env)

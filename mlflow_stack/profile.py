@@ -24,7 +24,11 @@ HOST_PATTERN = re.compile(r"[A-Za-z0-9*.:\[\]-]{1,253}")
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SECRETS_MODES = ("defaults", "generate")
-PORT_KEYS = ("mlflow_port", "postgres_port")
+PORT_KEYS = ("mlflow_port", "postgres_port", "oidc_provider_port")
+OIDC_PROVIDERS = ("external", "keycloak", "dev")
+# "name:group+group" of oidc_dev_users ("+", not ",": the list itself is comma-separated
+# in MLFLOW_STACK_OIDC_DEV_USERS)
+DEV_USER = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.@-]{0,63}):([A-Za-z0-9_.+/-]*)")
 IDENTIFIER_KEYS = ("db_user", "tracking_database", "auth_database")
 SQL_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -59,14 +63,35 @@ class Profile:
     postgres_image: str
     python_image: str
     mlflow_image: str
+    keycloak_image: str
     mlflow_memory_limit: str
     postgres_memory_limit: str
+    keycloak_memory_limit: str
     cpu_limit: str
     ca_bundle: str
     guide_container_names: bool
     # Local runtime
     postgres_bin_dir: str
     postgres_os_user: str
+    # Single sign-on (OpenID Connect)
+    oidc_enabled: bool
+    oidc_provider: str
+    oidc_issuer: str
+    oidc_discovery_url: str
+    oidc_client_id: str
+    oidc_api_audience: str
+    oidc_scopes: tuple[str, ...]
+    oidc_username_claim: str
+    oidc_groups_claim: str
+    oidc_login_group: str
+    oidc_admin_group: str
+    oidc_admin_from_tokens: bool
+    oidc_passwords: bool
+    oidc_session_hours: int
+    oidc_access_token_seconds: int
+    oidc_machine_client_id: str
+    oidc_provider_port: int
+    oidc_dev_users: tuple[str, ...]
     # Secrets
     secrets_mode: str
     refuse_default_passwords: bool
@@ -140,6 +165,40 @@ def _parse_env_value(var: str, raw: str, default: Any) -> Any:
     return raw
 
 
+def _validate_oidc(name: str, settings: dict[str, Any]) -> None:
+    if settings["oidc_provider"] not in OIDC_PROVIDERS:
+        raise StackError(
+            f"profile {name}: oidc_provider = {settings['oidc_provider']!r}; allowed: "
+            f"{', '.join(OIDC_PROVIDERS)}"
+        )
+    if settings["oidc_api_audience"] == settings["oidc_client_id"]:
+        raise StackError(
+            f"profile {name}: oidc_api_audience must differ from oidc_client_id (an ID token's "
+            "audience is the client: it must never pass for an access token)"
+        )
+    if not 1 <= settings["oidc_session_hours"] <= 720:
+        raise StackError(f"profile {name}: oidc_session_hours must be 1-720")
+    # Below 10 s a token can expire between its grant and its first request.
+    if not 10 <= settings["oidc_access_token_seconds"] <= 86400:
+        raise StackError(f"profile {name}: oidc_access_token_seconds must be 10-86400")
+    if settings["oidc_provider_port"] in (settings["mlflow_port"], settings["postgres_port"]):
+        raise StackError(f"profile {name}: oidc_provider_port collides with another port")
+    for entry in settings["oidc_dev_users"]:
+        if not DEV_USER.fullmatch(entry):
+            raise StackError(
+                f"profile {name}: oidc_dev_users entry {entry!r} is not like 'alice:group+group'"
+            )
+    if settings["oidc_enabled"] and settings["oidc_provider"] == "external":
+        issuer = settings["oidc_issuer"]
+        if not re.fullmatch(r"https?://[^\s]+", issuer):
+            raise StackError(
+                f"profile {name}: oidc_provider external needs oidc_issuer, the provider's "
+                "issuer URL (MLFLOW_STACK_OIDC_ISSUER)"
+            )
+    if settings["oidc_enabled"] and "openid" not in settings["oidc_scopes"]:
+        raise StackError(f"profile {name}: oidc_scopes must include openid")
+
+
 def _validate(name: str, settings: dict[str, Any]) -> None:
     for key in PORT_KEYS:
         port = settings[key]
@@ -149,6 +208,7 @@ def _validate(name: str, settings: dict[str, Any]) -> None:
         raise StackError(
             f"profile {name}: mlflow_port and postgres_port are both {settings['mlflow_port']}"
         )
+    _validate_oidc(name, settings)
     if not 1 <= settings["workers"] <= 32:
         raise StackError(f"profile {name}: workers = {settings['workers']} (allowed: 1-32)")
     choices = {
@@ -176,7 +236,7 @@ def _validate(name: str, settings: dict[str, Any]) -> None:
     for host in settings["allowed_hosts"]:
         if not HOST_PATTERN.fullmatch(host):
             raise StackError(f"profile {name}: allowed_hosts entry {host!r} is not a host name")
-    for key in ("mlflow_memory_limit", "postgres_memory_limit"):
+    for key in ("mlflow_memory_limit", "postgres_memory_limit", "keycloak_memory_limit"):
         if not re.fullmatch(r"[1-9][0-9]*[kmg]?", settings[key]):
             raise StackError(f"profile {name}: {key} {settings[key]!r} is not like 512m or 2g")
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", settings["cpu_limit"]) or not float(

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import jinja2
@@ -43,8 +44,31 @@ LOCAL_MLFLOW_ENV_FILE = "local/mlflow.env"
 LOCAL_POSTGRESQL_CONF = "local/postgresql.conf"
 SUPERVISORD_CONF = "local/supervisord.conf"
 
+# Keycloak, where the profile runs it (oidc_provider = "keycloak", docker runtime). The realm holds
+# the clients' secrets and the dev users' password: the compose file hands it over in a variable
+# and the entry point writes it into a tmpfs only Keycloak's user can read, the way
+# auth_config.ini reaches MLflow. A bind mount of keycloak/realm.json would keep its 0600 root
+# owner, unreadable to the container's uid 1000, and loosening it would expose it on the host.
+KEYCLOAK_REALM_FILE = "keycloak/realm.json"
+KEYCLOAK_ENTRYPOINT_FILE = "keycloak/entrypoint.sh"
+CONTAINER_KEYCLOAK_ENTRYPOINT = "/opt/mlflow-stack/keycloak-entrypoint.sh"
+CONTAINER_KEYCLOAK_IMPORT_DIR = "/opt/keycloak/data/import"  # what --import-realm reads
+CONTAINER_KEYCLOAK_REALM_VARIABLE = "MLFLOW_STACK_KEYCLOAK_REALM_JSON"
+CONTAINER_KEYCLOAK_KC_SH = "/opt/keycloak/bin/kc.sh"  # the image's own entry point
+KEYCLOAK_UID = 1000  # the Keycloak image's user
+KEYCLOAK_MANAGEMENT_PORT = 9000  # health endpoints (KC_HEALTH_ENABLED)
+# The image has no curl, wget or Python: bash's /dev/tcp sends the GET and reads the status line.
+KEYCLOAK_HEALTHCHECK = (
+    f"exec 3<>/dev/tcp/127.0.0.1/{KEYCLOAK_MANAGEMENT_PORT}"
+    " && printf 'GET /health/ready HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3"
+    ' && read -r status <&3 && [[ $status == *" 200 "* ]]'
+)
+
 # The authorization hook the project ships (bearer tokens + basic auth), see mlflow_stack/auth.
 AUTHORIZATION_FUNCTION = "mlflow_stack.auth.hook:authenticate"
+# The project's MLflow app (pyproject.toml, entry point mlflow.app): MLflow's basic-auth app
+# plus single sign-on and a users/current that lets the UI offer Logout.
+APP_NAME = "mlflow-stack"
 
 
 class RenderError(StackError):
@@ -86,6 +110,11 @@ def supervisor_arg(value: object) -> str:
     return shlex.quote(str(value)).replace("%", "%%")
 
 
+def shell_word(value: object) -> str:
+    """One word for bash: single-quoted where it needs quoting."""
+    return shlex.quote(str(value))
+
+
 def postgres_conf_string(value: object) -> str:
     """A quoted postgresql.conf string value."""
     return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
@@ -98,6 +127,7 @@ FILTERS = {
     "urlquote": urlquote,
     "supervisor_arg": supervisor_arg,
     "pgconf": postgres_conf_string,
+    "shell": shell_word,
 }
 
 
@@ -139,7 +169,7 @@ def mlflow_server_args(profile: Profile, host: str, artifacts_destination: str) 
     return [
         "server",
         "--app-name",
-        "basic-auth",
+        APP_NAME,
         "--host",
         host,
         "--port",
@@ -168,6 +198,33 @@ def mlflow_environment(
     }
 
 
+def oidc_server_settings(profile: Profile, secrets: Secrets, runtime: str) -> dict[str, str]:
+    """The [mlflow_stack.oidc] section of auth_config.ini (read by mlflow_stack.auth.oidc_config):
+    empty without single sign-on."""
+    if not profile.oidc_enabled:
+        return {}
+    from mlflow_stack import oidc_profile
+
+    return {
+        "issuer": oidc_profile.issuer(profile, runtime),
+        "discovery_url": oidc_profile.discovery_url(profile, runtime),
+        "client_id": profile.oidc_client_id,
+        "client_secret": secrets.oidc_client_secret,
+        "api_audience": profile.oidc_api_audience,
+        "scopes": " ".join(profile.oidc_scopes),
+        "username_claim": profile.oidc_username_claim,
+        "groups_claim": profile.oidc_groups_claim,
+        "login_group": profile.oidc_login_group,
+        "admin_group": profile.oidc_admin_group,
+        "admin_from_tokens": str(profile.oidc_admin_from_tokens).lower(),
+        "passwords": str(profile.oidc_passwords).lower(),
+        "session_seconds": str(profile.oidc_session_hours * 3600),
+        "redirect_uri": oidc_profile.redirect_uri(profile),
+        "post_logout_redirect_uri": oidc_profile.post_logout_redirect_uri(profile),
+        "profile_admin": profile.admin_username,
+    }
+
+
 def extra_ca_bundle(profile: Profile) -> str:
     """The absolute path of the profile's extra CA certificates, or "" when it names none."""
     if not profile.ca_bundle:
@@ -193,6 +250,86 @@ class RenderedFile:
     relative_path: str
     content: str
     mode: int
+
+
+def _runs_dev_provider(profile: Profile) -> bool:
+    from mlflow_stack import oidc_profile
+
+    return oidc_profile.runs_dev_provider(profile, "local")
+
+
+def dev_provider_command(profile: Profile) -> list[str]:
+    """supervisord's oidc-provider program, where the local runtime runs the dev provider."""
+    if not _runs_dev_provider(profile):
+        return []
+    from mlflow_stack import oidc_local
+
+    return oidc_local.supervisor_command(profile)
+
+
+def dev_provider_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
+    """The dev provider's config and its keys (made at the first render, then kept)."""
+    if not _runs_dev_provider(profile):
+        return []
+    from mlflow_stack import oidc_dev, oidc_local
+
+    keys = oidc_local.provider_keys(profile)
+    config = oidc_local.provider_config(profile, secrets, keys)
+    return [
+        RenderedFile(oidc_local.KEYS_FILE, oidc_local.format_keys(keys), SECRET_MODE),
+        RenderedFile(oidc_local.CONFIG_FILE, oidc_dev.format_provider_config(config), SECRET_MODE),
+    ]
+
+
+def keycloak_service(profile: Profile, secrets: Secrets) -> dict[str, Any]:
+    """What the compose file's keycloak service and its entry point are given; empty where the
+    profile runs no Keycloak."""
+    from mlflow_stack import keycloak_realm, oidc_profile
+
+    if not oidc_profile.runs_keycloak(profile, "docker"):
+        return {}
+    if keycloak_realm.DATABASE in (profile.tracking_database, profile.auth_database):
+        raise RenderError(
+            f"profile {profile.name}: the database name {keycloak_realm.DATABASE} is Keycloak's"
+        )
+    realm_json = keycloak_realm.realm_json(profile, secrets)
+    environment = {
+        "KC_DB": "postgres",
+        "KC_DB_URL": (
+            f"jdbc:postgresql://{COMPOSE_POSTGRES_HOST}:{COMPOSE_POSTGRES_PORT}"
+            f"/{keycloak_realm.DATABASE}"
+        ),
+        "KC_DB_USERNAME": profile.db_user,
+        "KC_DB_PASSWORD": secrets.db_password,
+        # Production mode over plain HTTP: it is published on loopback only.
+        "KC_HTTP_ENABLED": "true",
+        "KC_HTTP_PORT": str(oidc_profile.KEYCLOAK_INTERNAL_PORT),
+        # Tokens carry the issuer a browser on this machine sees; the MLflow container reaches
+        # the same server as keycloak:8080 (backchannel URLs follow the request).
+        "KC_HOSTNAME": oidc_profile.provider_url(profile),
+        "KC_HOSTNAME_BACKCHANNEL_DYNAMIC": "true",
+        "KC_HEALTH_ENABLED": "true",
+        # The master realm's admin, created on the first start only: the stack's admin.
+        "KC_BOOTSTRAP_ADMIN_USERNAME": profile.admin_username,
+        "KC_BOOTSTRAP_ADMIN_PASSWORD": secrets.admin_password,
+        CONTAINER_KEYCLOAK_REALM_VARIABLE: realm_json,
+    }
+    return {
+        "realm_json": realm_json,
+        "environment": environment,
+        "database": keycloak_realm.DATABASE,
+        "uid": KEYCLOAK_UID,
+        "internal_port": oidc_profile.KEYCLOAK_INTERNAL_PORT,
+        "entrypoint": ["/bin/bash", CONTAINER_KEYCLOAK_ENTRYPOINT],
+        "command": ["start", "--import-realm"],
+        "entrypoint_source": f"./{KEYCLOAK_ENTRYPOINT_FILE}",
+        "entrypoint_target": CONTAINER_KEYCLOAK_ENTRYPOINT,
+        "import_dir": CONTAINER_KEYCLOAK_IMPORT_DIR,
+        "realm_path": f"{CONTAINER_KEYCLOAK_IMPORT_DIR}/{oidc_profile.KEYCLOAK_REALM}-realm.json",
+        "realm_variable": CONTAINER_KEYCLOAK_REALM_VARIABLE,
+        "kc_sh": CONTAINER_KEYCLOAK_KC_SH,
+        "healthcheck": ["CMD", "bash", "-c", KEYCLOAK_HEALTHCHECK],
+    }
 
 
 def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
@@ -228,10 +365,27 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {template}: {exc}") from None
 
-    compose_auth_config = render("auth_config.ini.j2", database_uri=compose_auth_uri)
+    compose_auth_config = render(
+        "auth_config.ini.j2",
+        database_uri=compose_auth_uri,
+        oidc=oidc_server_settings(profile, secrets, "docker"),
+    )
     compose_mlflow_env = mlflow_environment(profile, secrets, compose_uri, CONTAINER_AUTH_CONFIG)
     compose_mlflow_env[CONTAINER_AUTH_CONFIG_VARIABLE] = compose_auth_config
     local_mlflow_env = mlflow_environment(profile, secrets, local_uri, str(local_auth_config))
+    keycloak = keycloak_service(profile, secrets)
+    keycloak_files = (
+        [
+            RenderedFile(KEYCLOAK_REALM_FILE, keycloak["realm_json"], SECRET_MODE),
+            RenderedFile(
+                KEYCLOAK_ENTRYPOINT_FILE,
+                render("keycloak-entrypoint.sh.j2", keycloak=keycloak),
+                PUBLIC_MODE,
+            ),
+        ]
+        if keycloak
+        else []
+    )
     header = f"Rendered by mlflow-stack for profile {profile.name}; do not edit."
 
     return [
@@ -249,16 +403,25 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                 auth_config_dir=os.path.dirname(CONTAINER_AUTH_CONFIG),
                 artifacts_mount=CONTAINER_ARTIFACTS,
                 ca_bundle=extra_ca_bundle(profile),
+                keycloak=keycloak,
             ),
             SECRET_MODE,
         ),
         RenderedFile(COMPOSE_ENV_FILE, render("compose.env.j2"), PUBLIC_MODE),
         RenderedFile(AUTH_CONFIG_FILE, compose_auth_config, SECRET_MODE),
         RenderedFile(DOCKERFILE, render("Dockerfile.j2"), PUBLIC_MODE),
-        RenderedFile(POSTGRES_INIT_SQL, render("postgres-init.sql.j2"), PUBLIC_MODE),
+        RenderedFile(
+            POSTGRES_INIT_SQL,
+            render("postgres-init.sql.j2", keycloak_database=keycloak.get("database", "")),
+            PUBLIC_MODE,
+        ),
         RenderedFile(
             LOCAL_AUTH_CONFIG_FILE,
-            render("auth_config.ini.j2", database_uri=local_auth_uri),
+            render(
+                "auth_config.ini.j2",
+                database_uri=local_auth_uri,
+                oidc=oidc_server_settings(profile, secrets, "local"),
+            ),
             SECRET_MODE,
         ),
         RenderedFile(
@@ -286,9 +449,12 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                         profile, profile.bind_address, str(local_artifacts_dir(profile))
                     ),
                 ],
+                oidc_provider_command=dev_provider_command(profile),
             ),
             PUBLIC_MODE,
         ),
+        *dev_provider_files(profile, secrets),
+        *keycloak_files,
     ]
 
 

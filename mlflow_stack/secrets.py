@@ -17,13 +17,20 @@ ENV_VARS = {
     "admin_password": "MLFLOW_STACK_ADMIN_PASSWORD",
     "db_password": "MLFLOW_STACK_DB_PASSWORD",
     "secret_key": "MLFLOW_STACK_SECRET_KEY",
+    "oidc_client_secret": "MLFLOW_STACK_OIDC_CLIENT_SECRET",
+    "oidc_machine_secret": "MLFLOW_STACK_OIDC_MACHINE_SECRET",
+    "oidc_dev_user_password": "MLFLOW_STACK_OIDC_DEV_USER_PASSWORD",
 }
 # The documented passwords of the dev profile (README, Secrets).
 DEV_DEFAULTS = {
     "admin_password": "admin_password",
     "db_password": "mlflow_password",
     "secret_key": "dev-only-flask-secret-key-change-me",
+    "oidc_client_secret": "dev-only-oidc-client-secret",
+    "oidc_machine_secret": "dev-only-oidc-machine-secret",
+    "oidc_dev_user_password": "dev-user-password",
 }
+OIDC_SECRETS = ("oidc_client_secret", "oidc_machine_secret", "oidc_dev_user_password")
 # Passwords that scanners try first; a profile with refuse_default_passwords will not start
 # with any of them.
 KNOWN_DEFAULTS = frozenset(
@@ -49,6 +56,25 @@ class Secrets:
     admin_password: str = field(repr=False)
     db_password: str = field(repr=False)
     secret_key: str = field(repr=False)
+    # Empty where the profile does not use them (see `needed`).
+    oidc_client_secret: str = field(default="", repr=False)
+    oidc_machine_secret: str = field(default="", repr=False)
+    oidc_dev_user_password: str = field(default="", repr=False)
+
+
+def needed(profile: Profile, name: str) -> bool:
+    """Whether the profile uses this secret at all: the OIDC ones only with single sign-on,
+    the dev users' password only with a provider the stack runs itself."""
+    if name not in OIDC_SECRETS:
+        return True
+    if not profile.oidc_enabled:
+        return False
+    return name != "oidc_dev_user_password" or profile.oidc_provider != "external"
+
+
+def _provided_by_the_provider(profile: Profile, name: str) -> bool:
+    """An external provider issued these: they can only be given, never generated here."""
+    return profile.oidc_provider == "external" and name in OIDC_SECRETS
 
 
 BEYOND_LATIN_1 = (
@@ -121,10 +147,20 @@ def _gather(
     stored = parse_env_file(secrets_path) if secrets_path.exists() else {}
     values: dict[str, str] = {}
     for name, var in ENV_VARS.items():
+        if not needed(profile, name):
+            continue
         if environ.get(var):
             values[name] = environ[var]
         elif var in stored:
             values[name] = stored[var]
+        elif name == "oidc_machine_secret" and _provided_by_the_provider(profile, name):
+            values[name] = ""  # optional: only `invoke env --oidc` needs it
+            continue
+        elif _provided_by_the_provider(profile, name):
+            raise StackError(
+                f"profile {profile.name} signs in through an external provider: set {var} to "
+                "the client secret it issued"
+            )
         elif profile.secrets_mode == "defaults":
             values[name] = DEV_DEFAULTS[name]
         else:
@@ -144,7 +180,7 @@ def resolve_secrets(
     """For render alone: the profile's secrets, generating missing ones, and whether
     secrets.env must be (re)written to hold them. Every other step uses `load_secrets`."""
     secrets, values, stored = _gather(profile, environ, lambda name: _generate())
-    changed = stored != {ENV_VARS[name]: value for name, value in values.items()}
+    changed = stored != {ENV_VARS[name]: value for name, value in values.items() if value}
     return secrets, changed
 
 
@@ -166,7 +202,7 @@ def load_secrets(profile: Profile, environ: Mapping[str, str] | None = None) -> 
 
 def write_secrets(profile: Profile, secrets: Secrets) -> None:
     content = format_env_file(
-        {var: getattr(secrets, name) for name, var in ENV_VARS.items()},
+        {var: getattr(secrets, name) for name, var in ENV_VARS.items() if getattr(secrets, name)},
         header=(
             f"Secrets of the {profile.name} profile (mode 0600): never commit.\n"
             "Values are JSON-quoted strings; MLFLOW_STACK_* environment variables override them."

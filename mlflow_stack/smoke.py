@@ -25,6 +25,7 @@ from mlflow_stack.runtime import choose_runtime
 from mlflow_stack.secrets import load_secrets
 
 SMOKE_TESTS = paths.PROJECT_ROOT / "tests" / "smoke"
+OIDC_TOKEN_VARIABLE = "MLFLOW_STACK_SMOKE_OIDC_TOKEN"  # noqa: S105 - a name
 TOKEN_VARIABLES = {
     "smoke-valid": "MLFLOW_STACK_SMOKE_TOKEN",
     "smoke-revoked": "MLFLOW_STACK_SMOKE_REVOKED_TOKEN",
@@ -81,6 +82,12 @@ def smoke_profile(profile_name: str, keep: bool, pytest_args: list[str]) -> int:
         MLFLOW_TRACKING_USERNAME=profile.admin_username,
         MLFLOW_TRACKING_PASSWORD=secrets.admin_password,
     )
+    if profile.oidc_enabled:
+        # Adds the single-sign-on checks: the provider's token accepted, a forged one refused.
+        from mlflow_stack import oidc_client
+
+        machine = oidc_client.request_token(lifecycle.machine_credentials(profile))
+        env[OIDC_TOKEN_VARIABLE] = machine.value
     try:
         with auth_database(profile) as auth_db:
             made: list[int] = []

@@ -6,6 +6,7 @@ import configparser
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from mlflow_stack import paths, render
@@ -78,27 +79,56 @@ def read_auth_config(path: Path) -> configparser.ConfigParser:
 
 
 COMPOSE_LINT_CONFIG = paths.PROJECT_ROOT / "config" / "compose-lint.yml"
+# Services only some profiles render (keycloak: oidc_provider = "keycloak"). --strict-config
+# refuses an exclusion that names a service the file lacks (after a typo or a rename it would
+# silently exclude nothing), so these, and only these, are pruned for a file without them.
+OPTIONAL_SERVICES = ("keycloak",)
+
+
+def compose_lint_config(compose_file: Path, folder: Path) -> Path:
+    """COMPOSE_LINT_CONFIG as it applies to `compose_file`: written into `folder` when an
+    optional service's exclusions had to be pruned, else the file itself."""
+    # PyYAML is locked (compose-lint itself needs it) but ships no types, and types-PyYAML is not
+    # in the pinned set.
+    import yaml  # type: ignore[import-untyped]
+
+    services = (yaml.safe_load(compose_file.read_text(encoding="utf-8")) or {}).get("services")
+    absent = [name for name in OPTIONAL_SERVICES if name not in (services or {})]
+    config = yaml.safe_load(COMPOSE_LINT_CONFIG.read_text(encoding="utf-8")) or {}
+    pruned = False
+    for rule in (config.get("rules") or {}).values():
+        excluded = (rule or {}).get("exclude_services") or {}
+        for name in absent:
+            if name in excluded:
+                del excluded[name]
+                pruned = True
+    if not pruned:
+        return COMPOSE_LINT_CONFIG
+    target = folder / COMPOSE_LINT_CONFIG.name
+    target.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return target
 
 
 def run_compose_lint(compose_file: Path) -> None:
     """compose-lint at every severity; findings not fixed are justified in its config."""
-    result = subprocess.run(
-        [
-            str(compose_lint_binary()),
-            "check",
-            "--config",
-            str(COMPOSE_LINT_CONFIG),
-            "--strict-config",
-            "--fail-on",
-            "low",
-            "--format",
-            "json",
-            str(compose_file),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="compose-lint-") as folder:
+        result = subprocess.run(
+            [
+                str(compose_lint_binary()),
+                "check",
+                "--config",
+                str(compose_lint_config(compose_file, Path(folder))),
+                "--strict-config",
+                "--fail-on",
+                "low",
+                "--format",
+                "json",
+                str(compose_file),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if result.returncode != 0:
         try:
             findings = [
@@ -124,6 +154,35 @@ def run_hadolint(dockerfile: Path) -> None:
         raise StackError(f"hadolint: {findings}")
 
 
+def check_keycloak_files(profile: Profile) -> list[str]:
+    """Where the profile runs Keycloak: its realm parses as JSON and its entry point as bash
+    (the image's bash runs it; a syntax error would only show in the container's log)."""
+    from mlflow_stack import oidc_profile
+
+    if not oidc_profile.runs_keycloak(profile, "docker"):
+        return []
+    realm_file = profile.state_dir / render.KEYCLOAK_REALM_FILE
+    entrypoint = profile.state_dir / render.KEYCLOAK_ENTRYPOINT_FILE
+    if not realm_file.exists() or not entrypoint.exists():
+        raise StackError(f"Keycloak's files not rendered: run `invoke render -p {profile.name}`")
+    try:
+        realm = json.loads(realm_file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise StackError(f"{render.KEYCLOAK_REALM_FILE} is invalid: {exc}") from None
+    if realm.get("realm") != oidc_profile.KEYCLOAK_REALM:
+        raise StackError(f"{render.KEYCLOAK_REALM_FILE} is not realm {oidc_profile.KEYCLOAK_REALM}")
+    result = subprocess.run(
+        ["bash", "-n", str(entrypoint)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        raise StackError(f"{render.KEYCLOAK_ENTRYPOINT_FILE}: bash -n: {detail}")
+    return [
+        f"{render.KEYCLOAK_REALM_FILE}: parsed as JSON (realm {oidc_profile.KEYCLOAK_REALM})",
+        f"{render.KEYCLOAK_ENTRYPOINT_FILE}: bash -n passed",
+    ]
+
+
 def validate_profile(profile: Profile) -> list[str]:
     """Check every rendered file of `profile`; returns one line per check that passed."""
     state_dir = profile.state_dir
@@ -141,9 +200,11 @@ def validate_profile(profile: Profile) -> list[str]:
         read_auth_config(state_dir / name)
     run_compose_lint(state_dir / render.COMPOSE_FILE)
     run_hadolint(state_dir / render.DOCKERFILE)
+    keycloak = check_keycloak_files(profile)
     return [
         f"{render.COMPOSE_FILE}: docker compose config -q passed",
         f"{render.COMPOSE_FILE}: compose-lint passed (config/compose-lint.yml)",
         f"{render.AUTH_CONFIG_FILE}, {render.LOCAL_AUTH_CONFIG_FILE}: parsed as MLflow parses them",
         f"{render.DOCKERFILE}: hadolint passed",
+        *keycloak,
     ]

@@ -100,13 +100,13 @@ class AuthDatabase:
     # --- reads on the request path ---------------------------------------------------
 
     def stored_password(self, username: str) -> StoredPassword | None:
-        row = self._run(lambda c: c.execute(_SELECT_PASSWORD, {"username": username}).first())
+        row = self.run(lambda c: c.execute(_SELECT_PASSWORD, {"username": username}).first())
         return None if row is None else StoredPassword(row.password_hash, bool(row.is_admin))
 
     def stored_token(self, token_hash: str) -> StoredToken | None:
-        if not self._token_table_ready():
+        if not self.tables_ready():
             return None
-        row = self._run(lambda c: c.execute(_SELECT_TOKEN, {"token_hash": token_hash}).first())
+        row = self.run(lambda c: c.execute(_SELECT_TOKEN, {"token_hash": token_hash}).first())
         if row is None:
             return None
         return StoredToken(
@@ -131,7 +131,7 @@ class AuthDatabase:
             self._last_touch[token.id] = moment
         params = {"token_id": token.id, "stale_before": stale_before, "now": now}
         try:
-            self._run(lambda c: c.execute(_TOUCH_TOKEN, params))
+            self.run(lambda c: c.execute(_TOUCH_TOKEN, params))
         except AuthDatabaseUnavailable:
             # Bookkeeping only: a failed write must not fail the request it rides on.
             _logger.warning("could not update last_used_at of access token %s", token.id)
@@ -160,7 +160,7 @@ class AuthDatabase:
             self._url = read_auth_config().database_uri
         return self._url
 
-    def _token_table_ready(self) -> bool:
+    def tables_ready(self) -> bool:
         if self._schema_ready:
             return True
         if time.monotonic() < self._schema_retry_at:
@@ -169,12 +169,14 @@ class AuthDatabase:
             schema.ensure_schema(self.engine())
         except (sa.exc.SQLAlchemyError, schema.MissingUsersTable) as exc:
             self._schema_retry_at = time.monotonic() + SCHEMA_RETRY_SECONDS
-            _logger.warning("access token table unavailable, bearer tokens refused: %s", exc)
+            _logger.warning(
+                "the tables of access tokens and sessions are unavailable, both refused: %s", exc
+            )
             return False
         self._schema_ready = True
         return True
 
-    def _run(self, work: Callable[[sa.Connection], T]) -> T:
+    def run(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work(connection)``; retry once if a pooled connection turns out dead.
 
         Without pre-ping a connection killed by a database restart is only noticed on

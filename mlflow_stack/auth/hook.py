@@ -24,12 +24,16 @@ import binascii
 import logging
 import os
 import secrets
+from urllib.parse import urlencode
 
 from flask import Request, Response, g, make_response, request
 from werkzeug.datastructures import Authorization
 
 from mlflow_stack.auth.auth_db import AuthDatabase, AuthDatabaseUnavailable
+from mlflow_stack.auth.jwt_access import KeysUnavailable
 from mlflow_stack.auth.password_cache import VerifiedPasswords
+from mlflow_stack.auth.sso import LOGIN, is_browser_navigation, redirect_to
+from mlflow_stack.auth.sso_auth import authenticate_jwt, authenticate_session, single_sign_on
 from mlflow_stack.auth.token_format import ACTIVE, hash_token, looks_like_token, token_state, utcnow
 
 _logger = logging.getLogger(__name__)
@@ -50,6 +54,12 @@ _UNAUTHENTICATED_TEXT = (
 )
 
 _MEMO_ATTRIBUTE = "_mlflow_stack_authorization"
+_METHOD_ATTRIBUTE = "_mlflow_stack_auth_method"
+# How a request was authenticated (what users/current and the audit need to know).
+METHOD_PASSWORD = "password"  # noqa: S105 - a method's name
+METHOD_TOKEN = "token"  # noqa: S105 - a method's name
+METHOD_SESSION = "session"
+METHOD_JWT = "jwt"
 
 # Process-wide; both are lazy and fork-aware, nothing touches the database at import.
 _database = AuthDatabase()
@@ -64,12 +74,29 @@ def authenticate() -> Authorization | Response:
     # identity check keeps a reused app context from leaking one request's answer
     # into the next.
     memo = getattr(g, _MEMO_ATTRIBUTE, None)
+    authorization: Authorization | None
     if memo is not None and memo[0] is current:
         authorization = memo[1]
     else:
         authorization = _authenticate(current)
         setattr(g, _MEMO_ATTRIBUTE, (current, authorization))
-    return authorization if authorization is not None else unauthenticated_response()
+    if authorization is not None:
+        return authorization
+    sso = single_sign_on(_database)
+    if sso is not None and is_browser_navigation(current):
+        # A page load goes to the login; an API call keeps getting a 401, never HTML.
+        path = current.full_path.rstrip("?")
+        return redirect_to(f"{LOGIN}?{urlencode({'next': path})}")
+    return unauthenticated_response()
+
+
+def database() -> AuthDatabase:
+    """The process's auth database (the project's app shares it)."""
+    return _database
+
+
+def method_of_this_request() -> str | None:
+    return getattr(g, _METHOD_ATTRIBUTE, None)
 
 
 def unauthenticated_response() -> Response:
@@ -82,25 +109,50 @@ def unauthenticated_response() -> Response:
 
 
 def _authenticate(req: Request) -> Authorization | None:
+    method, authorization = _identify(req)
+    if authorization is not None:
+        setattr(g, _METHOD_ATTRIBUTE, method)
+        # MLflow reads the user from request.authorization too, which Werkzeug parses as
+        # UTF-8 basic auth only (None for a Latin-1 password, a session or a bearer token).
+        req.authorization = authorization
+    return authorization
+
+
+def _identify(req: Request) -> tuple[str, Authorization | None]:
     header = _credentials_header(req)
-    if not header:
-        return None
-    scheme, _, rest = header.partition(" ")
+    sso = single_sign_on(_database)
+    scheme, _, rest = (header or "").partition(" ")
     scheme = scheme.lower()
     try:
+        if not header:
+            if sso is None:
+                return METHOD_SESSION, None
+            return METHOD_SESSION, authenticate_session(req, sso)
         if scheme == "bearer":
-            return _authenticate_bearer(req, rest.strip(" \t"))
+            token = rest.strip(" \t")
+            if sso is not None and not looks_like_token(token):
+                return METHOD_JWT, authenticate_jwt(token, sso)
+            return METHOD_TOKEN, _authenticate_bearer(req, token)
         if scheme == "basic":
             credentials = basic_credentials(rest)
-            authorization = _authenticate_basic(req, credentials)
-            if authorization is not None:
-                # MLflow reads the user from request.authorization too, which Werkzeug parses
-                # as UTF-8 only (None for a Latin-1 password).
-                req.authorization = authorization
-            return authorization
+            if (
+                sso is not None
+                and not sso.config.passwords
+                and not _may_use_password(credentials, sso.config.profile_admin)
+            ):
+                return METHOD_PASSWORD, None
+            return METHOD_PASSWORD, _authenticate_basic(req, credentials)
+        return METHOD_PASSWORD, None
     except AuthDatabaseUnavailable as exc:
         raise _unavailable(exc) from None
-    return None
+    except KeysUnavailable as exc:
+        raise _unavailable(AuthDatabaseUnavailable(f"OpenID Provider: {exc}")) from None
+
+
+def _may_use_password(credentials: Authorization | None, profile_admin: str) -> bool:
+    """With passwords off for people, the profile's admin keeps one: the way in when the
+    provider is down."""
+    return credentials is not None and credentials.username == profile_admin
 
 
 def basic_credentials(encoded: str) -> Authorization | None:

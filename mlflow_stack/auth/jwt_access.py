@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 import threading
 import time
@@ -229,21 +230,29 @@ def verify_access_token(
     """
     if now is None:
         now = time.time()
+    header, claims = _signed(token, settings, cache)
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCESS_TOKEN_TYPES):
+        raise TokenRefused(f"token type {typ!r} is not an access token")
+    return _check_claims(claims, settings, now)
+
+
+def _signed(
+    token: str, settings: JwtAccessSettings, cache: JwksCache
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of a token signed by one of the provider's keys, with an allowed
+    algorithm that matches that key's type."""
     header = _header_of(token)
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in settings.algorithms:
         raise TokenRefused(f"algorithm {alg!r} is not allowed")
-    typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCESS_TOKEN_TYPES):
-        raise TokenRefused(f"token type {typ!r} is not an access token")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise TokenRefused("the token names no signing key (kid)")
     cached = cache.key_for(kid)
     if alg not in cached.algorithms:
         raise TokenRefused(f"algorithm {alg} does not match key {kid!r}")
-    claims = _verified_claims(token, cached.key, alg)
-    return _check_claims(claims, settings, now)
+    return header, _verified_claims(token, cached.key, alg)
 
 
 def _header_of(token: str) -> dict[str, Any]:
@@ -318,6 +327,12 @@ def _check_claims(claims: dict[str, Any], settings: JwtAccessSettings, now: floa
     if issued_at is not None and issued_at > now + leeway:
         raise TokenRefused("the token was issued in the future (iat)")
 
+    return _identity(claims, settings, expires_at)
+
+
+def _identity(
+    claims: dict[str, Any], settings: JwtAccessSettings, expires_at: float
+) -> VerifiedToken:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise TokenRefused("the token has no subject (sub)")
@@ -353,3 +368,33 @@ def _groups(value: Any, claim: str) -> tuple[str, ...]:
         raise TokenRefused(f"the {claim!r} claim is not a list of strings")
     names = (item[1:] if item.startswith("/") else item for item in value)
     return tuple(dict.fromkeys(name for name in names if name))
+
+
+def verify_id_token(
+    token: str,
+    settings: JwtAccessSettings,
+    cache: JwksCache,
+    *,
+    nonce: str,
+    now: float | None = None,
+) -> VerifiedToken:
+    """The identity in an ID token of the browser login (OIDC Core 3.1.3.7): signed by a key
+    of the provider's, this issuer, issued to the browser client, with the login's nonce."""
+    if now is None:
+        now = time.time()
+    if not settings.browser_client_id:
+        raise TokenRefused("no browser client is configured")
+    _header, claims = _signed(token, settings, cache)
+    if claims.get("iss") != settings.issuer:
+        raise TokenRefused(f"issuer {claims.get('iss')!r} is not {settings.issuer!r}")
+    audiences = claims.get("aud")
+    if isinstance(audiences, str):
+        audiences = [audiences]
+    if not isinstance(audiences, list) or settings.browser_client_id not in audiences:
+        raise TokenRefused("the ID token was not issued to this client")
+    if not isinstance(claims.get("nonce"), str) or not hmac.compare_digest(claims["nonce"], nonce):
+        raise TokenRefused("the ID token's nonce is not this login's")
+    expires_at = _number(claims, "exp", required=True)
+    if expires_at <= now - settings.leeway_seconds:
+        raise TokenRefused("the ID token has expired")
+    return _identity(claims, settings, expires_at)

@@ -1,9 +1,9 @@
-"""The token table we add to MLflow's auth database, and its idempotent creation.
+"""The tables we add to MLflow's auth database, and their idempotent creation.
 
-The table lives next to MLflow's own ``users`` table and references it with
-``ON DELETE CASCADE``: when MLflow deletes a user, the database deletes that user's
-tokens in the same statement, so nothing of ours can keep a deleted user alive (and
-MLflow's delete is never blocked by our foreign key).
+Access tokens, single-sign-on identities and browser sessions live next to MLflow's own
+``users`` table and reference it with ``ON DELETE CASCADE``: when MLflow deletes a user, the
+database deletes that user's tokens, identities and sessions in the same statement, so nothing
+of ours can keep a deleted user alive (and MLflow's delete is never blocked by our keys).
 """
 
 from __future__ import annotations
@@ -49,6 +49,47 @@ access_tokens = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
 )
 
+IDENTITIES_TABLE_NAME = "mlflow_stack_identities"
+SESSIONS_TABLE_NAME = "mlflow_stack_sessions"
+
+# An OpenID Provider's user, bound to the MLflow user made for it at first sign-in: by
+# (issuer, subject), never by name, so an IdP user called like a local one gets a user of its
+# own.
+identities = sa.Table(
+    IDENTITIES_TABLE_NAME,
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("issuer", sa.String(512), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("issuer", "subject", name="uq_mlflow_stack_identities_issuer_subject"),
+)
+
+# Browser sessions, server-side so that a logout, a deleted user or an expiry holds on every
+# worker at once; the cookie carries a random value whose sha256 is the key.
+sessions = sa.Table(
+    SESSIONS_TABLE_NAME,
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("session_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    # The provider's ID token, sent back as id_token_hint when the user logs out.
+    sa.Column("id_token", sa.Text, nullable=True),
+)
+
+OUR_TABLES = (access_tokens, identities, sessions)
+SQLITE_ATTEMPTS = 5
+
 # Any fixed bigint works; derived from the table name so it is stable and
 # unlikely to collide with another application's advisory lock.
 _SCHEMA_LOCK_KEY = zlib.crc32(TOKENS_TABLE_NAME.encode()) & 0x7FFFFFFF
@@ -59,7 +100,7 @@ class MissingUsersTable(RuntimeError):
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the token table and its indexes if missing.
+    """Create our tables and their indexes if missing.
 
     Idempotent, and safe when several server workers (or the CLI) run it at once: on
     PostgreSQL a session advisory lock serialises the check-then-create; elsewhere a
@@ -86,18 +127,22 @@ def ensure_schema(engine: Engine) -> None:
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK_KEY})
                 conn.commit()
         else:
-            try:
-                _create_missing(conn)
-                conn.commit()
-            except sa.exc.DBAPIError:
-                conn.rollback()
-                # Another process created it between our check and our CREATE.
-                if not sa.inspect(conn).has_table(access_tokens.name):
-                    raise
+            # Another process may be creating the same tables (SQLite has no advisory lock):
+            # a lost race ("already exists") is retried, and checkfirst then skips its work.
+            for attempt in range(1, SQLITE_ATTEMPTS + 1):
+                try:
+                    _create_missing(conn)
+                    conn.commit()
+                    return
+                except sa.exc.DBAPIError:
+                    conn.rollback()
+                    if attempt == SQLITE_ATTEMPTS:
+                        raise
 
 
 def _create_missing(conn: Connection) -> None:
-    access_tokens.create(conn, checkfirst=True)
-    # The table may predate an index (non-transactional DDL interrupted midway).
-    for index in access_tokens.indexes:
-        index.create(conn, checkfirst=True)
+    for table in OUR_TABLES:
+        table.create(conn, checkfirst=True)
+        # The table may predate an index (non-transactional DDL interrupted midway).
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+from typing import TYPE_CHECKING
 
 from mlflow_stack import health
 from mlflow_stack.cli.output import print_table, shown
@@ -13,6 +14,9 @@ from mlflow_stack.cli.stack import existing_runtime, is_running
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import Profile, load_profile
 from mlflow_stack.render import COMPOSE_FILE, render_profile
+
+if TYPE_CHECKING:  # imported lazily: requests and the OIDC client are not needed by every task
+    from mlflow_stack import oidc_client
 from mlflow_stack.runtime import choose_runtime, make_runtime, remember_runtime
 from mlflow_stack.secrets import SECRETS_FILE, load_secrets
 from mlflow_stack.validate import validate_profile
@@ -144,8 +148,80 @@ def clean(
     print(f"removed the {what} of profile {profile.name}; kept: {', '.join(kept) or 'nothing'}")
 
 
-def env(profile_name: str, user: str | None = None, token: bool = False) -> None:
+def _export(values: dict[str, str]) -> None:
+    for key, value in values.items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+def machine_credentials(profile: Profile) -> oidc_client.ClientCredentials:
+    """The machine client's client-credentials grant, at the provider as this machine
+    reaches it (for `env --oidc` and the smoke suite)."""
+    from mlflow_stack import oidc_client, oidc_profile
+    from mlflow_stack.runtime import remembered_runtime
+
+    if not profile.oidc_enabled:
+        raise StackError(f"profile {profile.name} has no single sign-on (oidc_enabled = false)")
+    secret = load_secrets(profile).oidc_machine_secret
+    if not secret:
+        raise StackError(
+            f"profile {profile.name} has no secret for the machine client "
+            f"{profile.oidc_machine_client_id}: set MLFLOW_STACK_OIDC_MACHINE_SECRET"
+        )
+    # The issuer as a browser on this machine reaches it: right for the host on both runtimes.
+    issuer = oidc_profile.issuer(profile, remembered_runtime(profile) or "local")
+    return oidc_client.ClientCredentials(
+        oidc_client.token_endpoint(issuer),
+        profile.oidc_machine_client_id,
+        secret,
+        profile.oidc_api_audience,
+    )
+
+
+def _oidc_env(profile: Profile, auth_provider: bool) -> None:
+    """A client-credentials token of the machine client (or, with `auth_provider`, what the
+    SDK's auth provider needs to fetch and renew them itself)."""
+    from mlflow_stack import oidc_client
+
+    credentials = machine_credentials(profile)
+    token = oidc_client.request_token(credentials)  # also proves the secret is right
+    username = oidc_client.unverified_claims(token.value).get(profile.oidc_username_claim)
+    values = {"MLFLOW_TRACKING_URI": health.mlflow_url(profile)}
+    if auth_provider:
+        values |= {
+            "MLFLOW_TRACKING_AUTH": oidc_client.AUTH_PROVIDER_NAME,
+            oidc_client.TOKEN_URL_VAR: credentials.token_url,
+            oidc_client.CLIENT_ID_VAR: credentials.client_id,
+            oidc_client.CLIENT_SECRET_VAR: credentials.client_secret,
+            oidc_client.AUDIENCE_VAR: credentials.audience,
+        }
+        unset = ["MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD"]
+    else:
+        values["MLFLOW_TRACKING_TOKEN"] = token.value
+        unset = ["MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_PASSWORD"]
+    # The username is not a credential here (no password): MLflow records it as runs' author.
+    if isinstance(username, str) and username:
+        values["MLFLOW_TRACKING_USERNAME"] = username
+    else:
+        unset.append("MLFLOW_TRACKING_USERNAME")
+    _export(values)
+    print(f"unset {' '.join(unset)}")
+
+
+def env(
+    profile_name: str,
+    user: str | None = None,
+    token: bool = False,
+    oidc: bool = False,
+    auth_provider: bool = False,
+) -> None:
     profile = load_profile(profile_name)
+    if auth_provider and not oidc:
+        raise StackError("--auth-provider goes with --oidc")
+    if oidc:
+        if user is not None or token:
+            raise StackError("--oidc excludes --user and --token: the token names its client")
+        _oidc_env(profile, auth_provider)
+        return
     if token:
         # An access token (read from stdin, or prompted) instead of a username and password;
         # the unset keeps a shell's earlier basic-auth variables from winning over it.

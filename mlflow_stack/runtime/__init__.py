@@ -55,9 +55,11 @@ class Runtime(Protocol):
     def import_artifacts(self, source: Path) -> None: ...
 
 
-def check_service(service: str | None) -> None:
-    if service is not None and service not in SERVICES:
-        raise StackError(f"unknown service {service!r}; services: {', '.join(SERVICES)}")
+def check_service(service: str | None, services: tuple[str, ...] = SERVICES) -> None:
+    """`services`: what this runtime runs for the profile (the local runtime may add the dev
+    OpenID Provider); the default is what every runtime runs."""
+    if service is not None and service not in services:
+        raise StackError(f"unknown service {service!r}; services: {', '.join(services)}")
 
 
 def remembered_runtime(profile: Profile) -> str | None:

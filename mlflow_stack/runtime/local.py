@@ -1,4 +1,5 @@
-"""The local runtime: a PostgreSQL cluster of the profile's own, MLflow under supervisord."""
+"""The local runtime: a PostgreSQL cluster of the profile's own, MLflow under supervisord (and,
+for single sign-on through a provider the stack runs, the dev OpenID Provider next to it)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlflow_stack import health
+from mlflow_stack import health, oidc_dev, oidc_local
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import parse_env_file
+from mlflow_stack.oidc_profile import issuer, runs_dev_provider
 from mlflow_stack.profile import Profile
 from mlflow_stack.render import LOCAL_MLFLOW_ENV_FILE, SUPERVISORD_CONF, local_artifacts_dir
-from mlflow_stack.runtime import DatabaseEndpoint, ServiceStatus, check_service
+from mlflow_stack.runtime import SERVICES, DatabaseEndpoint, ServiceStatus, check_service
 from mlflow_stack.runtime.postgres import PostgresCluster, port_in_use_error, port_is_free
 from mlflow_stack.runtime.processes import process_alive
 from mlflow_stack.secrets import Secrets
@@ -32,6 +34,7 @@ CLIENT_VARIABLES = (
     "MLFLOW_TRACKING_TOKEN",
 )
 HEALTH_TIMEOUT = 120.0
+PROVIDER_TIMEOUT = 30.0  # node starts the provider in well under a second
 
 
 def tail_lines(path: Path, count: int) -> list[str]:
@@ -52,6 +55,10 @@ class LocalRuntime:
         self.supervisor_conf = self.state_dir / SUPERVISORD_CONF
         self.supervisor_pid_file = self.state_dir / "run" / "supervisord.pid"
         self.logs_dir = self.state_dir / "logs"
+        self.dev_provider = runs_dev_provider(profile, "local")
+
+    def services(self) -> tuple[str, ...]:
+        return (*SERVICES, oidc_local.PROGRAM) if self.dev_provider else SERVICES
 
     # --- supervisord: every call goes through here ---------------------------------------
 
@@ -86,9 +93,12 @@ class LocalRuntime:
 
     def _mlflow_process(self) -> tuple[str, str]:
         """(state, pid) of the MLflow program as supervisord sees it."""
+        return self._program_process(MLFLOW_PROGRAM)
+
+    def _program_process(self, program: str) -> tuple[str, str]:
         if self.supervisor_pid() is None:
             return "stopped", "-"
-        output = self._supervisorctl("status", MLFLOW_PROGRAM, check=False).stdout.split()
+        output = self._supervisorctl("status", program, check=False).stdout.split()
         # e.g. "mlflow RUNNING pid 1234, uptime 0:00:05"
         state = output[1].lower() if len(output) > 1 else "unknown"
         pid = output[3].rstrip(",") if len(output) > 3 and output[2] == "pid" else "-"
@@ -132,6 +142,7 @@ class LocalRuntime:
             self.postgres.is_running()
             and self._mlflow_process()[0] == "running"
             and health.mlflow_is_healthy(self.profile)
+            and (not self.dev_provider or oidc_local.is_healthy(self.profile))
         )
 
     def up(self, progress: health.Progress) -> None:
@@ -149,7 +160,21 @@ class LocalRuntime:
             self.profile.bind_address, self.profile.mlflow_port
         ):
             raise port_in_use_error(self.profile, "mlflow_port", self.profile.bind_address)
-        progress.step("starting MLflow under supervisord")
+        if (
+            self.dev_provider
+            and self.supervisor_pid() is None
+            and not port_is_free("127.0.0.1", self.profile.oidc_provider_port)
+        ):
+            raise StackError(
+                f"port {self.profile.oidc_provider_port} on 127.0.0.1 is already in use: set "
+                f"oidc_provider_port in config/profiles/{self.profile.name}.toml or "
+                "MLFLOW_STACK_OIDC_PROVIDER_PORT"
+            )
+        progress.step(
+            "starting MLflow and the dev OpenID Provider under supervisord"
+            if self.dev_provider
+            else "starting MLflow under supervisord"
+        )
         self.start_mlflow(progress)
 
     def wait_healthy(self, progress: health.Progress) -> None:
@@ -168,15 +193,35 @@ class LocalRuntime:
                 f"{log}:\n{last}\n  try: invoke logs -p {self.profile.name} --service mlflow"
             )
 
+    def wait_for_provider(self, progress: health.Progress) -> None:
+        """The discovery document answers (MLflow reads it at the first login, not at start,
+        but `up` ends with every service healthy)."""
+        progress.step(f"waiting for {oidc_local.discovery_url(self.profile)}")
+        try:
+            oidc_dev.wait_for_discovery(issuer(self.profile, "local"), timeout=PROVIDER_TIMEOUT)
+        except StackError as error:
+            log = self.logs_dir / oidc_local.LOG_FILE
+            last = "\n".join(f"  | {line}" for line in tail_lines(log, 15))
+            raise StackError(
+                f"{error}; last lines of {log}:\n{last}\n  try: invoke logs -p "
+                f"{self.profile.name} --service {oidc_local.PROGRAM}"
+            ) from None
+
     def stop_mlflow(self) -> None:
         if self.supervisor_pid() is not None:
             self._supervisorctl("stop", MLFLOW_PROGRAM)
 
     def start_mlflow(self, progress: health.Progress) -> None:
         if self.supervisor_pid() is None:
+            if self.dev_provider and oidc_local.install():
+                progress.step(f"installed the dev OpenID Provider into {oidc_local.install_dir()}")
             self._start_supervisor()
         else:
             self._supervisorctl("start", MLFLOW_PROGRAM)
+            if self.dev_provider:  # supervisord gives up after startretries: try again
+                self._supervisorctl("start", oidc_local.PROGRAM)
+        if self.dev_provider:
+            self.wait_for_provider(progress)
         self.wait_healthy(progress)
 
     def stop(self) -> None:
@@ -186,7 +231,14 @@ class LocalRuntime:
     down = stop
 
     def restart(self, service: str | None = None) -> None:
-        check_service(service)
+        check_service(service, self.services())
+        if service == oidc_local.PROGRAM:
+            if self.supervisor_pid() is None:
+                self.start_mlflow(health.Progress())
+            else:
+                self._supervisorctl("restart", oidc_local.PROGRAM)
+                self.wait_for_provider(health.Progress())
+            return
         if service in (None, "postgres"):
             self.postgres.restart()
             self.postgres.wait_ready()
@@ -210,7 +262,7 @@ class LocalRuntime:
         mlflow_health = "-"
         if mlflow_state == "running":
             mlflow_health = "healthy" if health.mlflow_is_healthy(self.profile) else "unhealthy"
-        return [
+        rows = [
             ServiceStatus(
                 "postgres",
                 "running" if pg_running else "stopped",
@@ -226,10 +278,21 @@ class LocalRuntime:
                 mlflow_health,
             ),
         ]
+        if self.dev_provider:
+            state, pid = self._program_process(oidc_local.PROGRAM)
+            provider_health = "-"
+            if state == "running":
+                healthy = oidc_local.is_healthy(self.profile)
+                provider_health = "healthy" if healthy else "unhealthy"
+            port = f"127.0.0.1:{self.profile.oidc_provider_port}"
+            rows.append(ServiceStatus(oidc_local.PROGRAM, state, pid, port, provider_health))
+        return rows
 
     def log_files(self, service: str | None) -> list[Path]:
-        check_service(service)
+        check_service(service, self.services())
         names = {"postgres": "postgresql.log", "mlflow": "mlflow.log"}
+        if self.dev_provider:
+            names[oidc_local.PROGRAM] = oidc_local.LOG_FILE
         chosen = [service] if service else list(names)
         return [self.logs_dir / names[name] for name in chosen]
 

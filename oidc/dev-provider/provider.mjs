@@ -88,7 +88,9 @@ const provider = new Provider(config.issuer, {
   scopes: ['openid', 'profile', 'email', 'groups'],
   claims: {
     openid: ['sub'],
-    profile: ['preferred_username', 'name'],
+    // groups come with profile too, as Keycloak's group mapper adds them to every token: the
+    // profile's oidc_scopes ask for openid, profile and email only.
+    profile: ['preferred_username', 'name', 'groups'],
     email: ['email', 'email_verified'],
     groups: ['groups'],
   },

@@ -20,6 +20,8 @@ ENV_PASSWORD = "MLFLOW_TRACKING_PASSWORD"
 ENV_TOKEN = "MLFLOW_TRACKING_TOKEN"
 ENV_SMOKE_TOKEN = "MLFLOW_STACK_SMOKE_TOKEN"
 ENV_REVOKED_TOKEN = "MLFLOW_STACK_SMOKE_REVOKED_TOKEN"
+# An OpenID Provider's access token (a JWT): its checks run only where one is given.
+ENV_OIDC_TOKEN = "MLFLOW_STACK_SMOKE_OIDC_TOKEN"
 ENV_INSECURE_TLS = "MLFLOW_TRACKING_INSECURE_TLS"
 ENV_CERT_PATH = "MLFLOW_TRACKING_SERVER_CERT_PATH"
 ENV_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
@@ -38,6 +40,7 @@ class SmokeConfig:
     token: str | None
     smoke_token: str | None
     revoked_token: str | None
+    oidc_token: str | None
     verify: bool | str
     timeout: float
     prefix: str
@@ -93,6 +96,7 @@ def load_config() -> SmokeConfig:
         token=token,
         smoke_token=_env(ENV_SMOKE_TOKEN) or token,
         revoked_token=_env(ENV_REVOKED_TOKEN),
+        oidc_token=_env(ENV_OIDC_TOKEN),
         verify=verify,
         timeout=timeout,
         prefix=_make_prefix(),

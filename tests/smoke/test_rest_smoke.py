@@ -11,7 +11,9 @@ Run e.g.::
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import secrets
 from urllib.parse import urlparse
 
@@ -285,3 +287,31 @@ def test_revoked_token_rejected(smoke_config: SmokeConfig, anon_api: MlflowRest)
         auth=BearerAuth(smoke_config.revoked_token),
     )
     expect_status(resp, 401, "request with a revoked bearer token")
+
+
+# --------------------------------------------------------------------------- single sign-on
+
+
+def test_oidc_token_accepted(smoke_config: SmokeConfig, anon_api: MlflowRest) -> None:
+    """OpenID Connect access token authenticates"""
+    assert smoke_config.oidc_token is not None
+    resp = anon_api.request(
+        "GET", PROTECTED, params=PROTECTED_PARAMS, auth=BearerAuth(smoke_config.oidc_token)
+    )
+    expect_status(resp, 200, "request with the provider's access token")
+
+
+def test_forged_oidc_token_rejected(smoke_config: SmokeConfig, anon_api: MlflowRest) -> None:
+    """Forged OpenID Connect token gets 401"""
+    assert smoke_config.oidc_token is not None
+    header, payload, signature = smoke_config.oidc_token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "someone-else"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    resp = anon_api.request(
+        "GET",
+        PROTECTED,
+        params=PROTECTED_PARAMS,
+        auth=BearerAuth(f"{header}.{forged_payload}.{signature}"),
+    )
+    expect_status(resp, 401, "request with a token whose payload was changed after signing")

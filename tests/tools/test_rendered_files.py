@@ -97,7 +97,7 @@ def test_compose_file_says_what_the_stack_needs(stack_home, monkeypatch):
     assert postgres["ports"][0]["host_ip"] == "127.0.0.1"
     assert any(v["type"] == "volume" and v["source"] == "pgdata" for v in postgres["volumes"])
     assert any(v["target"] == "/docker-entrypoint-initdb.d" for v in postgres["volumes"])
-    assert mlflow["command"][:4] == ["mlflow", "server", "--app-name", "basic-auth"]
+    assert mlflow["command"][:4] == ["mlflow", "server", "--app-name", "mlflow-stack"]
     assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert mlflow["restart"] == "unless-stopped"
     assert "healthcheck" in mlflow

@@ -19,7 +19,7 @@ def profiles(tmp_path):
 
 
 def test_every_shipped_profile_loads(stack_home):
-    assert available_profiles() == ["ci", "demo", "dev"]
+    assert available_profiles() == ["ci", "demo", "dev", "sso"]
     for name in available_profiles():
         profile = load_profile(name, environ={})
         assert profile.name == name
@@ -36,7 +36,7 @@ def test_profiles_override_base_and_do_not_clash():
 
 
 def test_unknown_profile_lists_the_existing_ones():
-    with pytest.raises(StackError, match=r"unknown profile 'prod'; profiles: ci, demo, dev"):
+    with pytest.raises(StackError, match=r"unknown profile 'prod'; profiles: ci, demo, dev, sso"):
         load_profile("prod", environ={})
 
 

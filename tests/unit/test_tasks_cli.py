@@ -50,7 +50,7 @@ def test_list_shows_every_task_and_each_has_a_one_line_docstring(capsys, stack_h
 @pytest.mark.parametrize(
     ("args", "env_extra", "message"),
     [
-        (["render", "-p", "prod"], {}, "unknown profile 'prod'; profiles: ci, demo, dev"),
+        (["render", "-p", "prod"], {}, "unknown profile 'prod'; profiles: ci, demo, dev, sso"),
         (["render", "-p", "../etc"], {}, "invalid profile name '../etc'"),
         (["render", "-p", "dev"], {"MLFLOW_STACK_MLFLOW_PORT": "70000"}, "out of range"),
         (
