@@ -93,6 +93,13 @@ def smoke(session: nox.Session) -> None:
 
 
 @nox.session
+def browser(session: nox.Session) -> None:
+    """The web UI and single sign-on in headless Chromium; in CI it installs Debian's itself."""
+    install_project(session)
+    session.run("pytest", *(session.posargs or ["tests/browser", "-v"]))
+
+
+@nox.session
 def compose(session: nox.Session) -> None:
     """The compose runtime on a real Docker engine; in CI it installs and starts one itself."""
     install_project(session)

@@ -15,8 +15,9 @@ import requests
 
 from mlflow_stack import health
 from mlflow_stack.errors import StackError
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import Profile
-from mlflow_stack.secrets import ENV_VARS, SECRETS_FILE, load_secrets
+from mlflow_stack.secrets import ENV_VARS, load_secrets
 
 TIMEOUT_SECONDS = 30
 USERS = "/api/2.0/mlflow/users"
@@ -151,9 +152,9 @@ class AdminClient:
         secrets = load_secrets(profile)
         variable = ENV_VARS["admin_password"]
         if os.environ.get(variable):
-            hint = f"{variable} is set and wins over {SECRETS_FILE}: check its value"
+            hint = f"{variable} is set and wins over {StackLayout.SECRETS_FILE}: check its value"
         else:
-            hint = f"check the password in {profile.state_dir / SECRETS_FILE} (or set {variable})"
+            hint = f"check the password in {profile.layout.secrets_file} (or set {variable})"
         return cls(profile, profile.admin_username, secrets.admin_password, credentials_hint=hint)
 
     def close(self) -> None:

@@ -32,7 +32,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-LAUNCH_FILE = "mlflow-launch.json"
+from mlflow_stack.layout import StackLayout
+
 # Per start, not per configuration: a fresh one for every exec.
 BOOT_ID = "_MLFLOW_SERVER_BOOT_ID"
 # Says "this process already created the admin"; a remembered start must let the app do it.
@@ -169,7 +170,7 @@ def main(argv: list[str]) -> None:
 
     if os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true").lower() not in ("false", "0"):
         exec_mlflow_server(server_args)
-    launch_file = group_file.with_name(LAUNCH_FILE)
+    launch_file = StackLayout.launch_file_of(group_file)
     key = launch_key(server_args, dict(os.environ))
     remembered = read_launch(launch_file, key)
     env = resolve_env(remembered["env"]) if remembered else None

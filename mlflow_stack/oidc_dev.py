@@ -228,7 +228,8 @@ def format_provider_config(config: Mapping[str, Any]) -> str:
         raise StackError(f"dev OpenID Provider config lacks {', '.join(missing)}")
     if config["api"].get("audience") == config["browser_client"].get("client_id"):
         raise StackError("dev OpenID Provider: the API audience must differ from the client id")
-    return json.dumps(config, indent=2) + "\n"
+    # Sorted: a key read back from its file and a freshly made one give the same bytes.
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
 def write_provider_config(path: Path, config: Mapping[str, Any]) -> None:

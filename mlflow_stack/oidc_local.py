@@ -3,7 +3,8 @@ installed and how supervisord runs it.
 
 It runs where ``oidc_profile.runs_dev_provider(profile, "local")``: for ``oidc_provider = dev``,
 and in Keycloak's place (the local runtime has no JVM) with the clients, users and groups the
-realm would have. Render writes its two files; the local runtime installs and runs it.
+realm would have. Render writes its two files (the layout's oidc_provider_config and
+oidc_provider_keys); the local runtime installs it (oidc_provider_install) and runs it.
 """
 
 from __future__ import annotations
@@ -11,34 +12,20 @@ from __future__ import annotations
 import fcntl
 import json
 import secrets as random_source
-from pathlib import Path
 from typing import Any
 
-from mlflow_stack import oidc_dev, oidc_profile, paths
+from mlflow_stack import oidc_dev, oidc_profile
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import Profile
 from mlflow_stack.secrets import Secrets
 
-# Under .stack/<profile>/, written by render (both 0600).
-CONFIG_FILE = "local/oidc-provider.json"
-# The signing keys and cookie keys: generated at the first render, then kept, so that tokens
-# and sessions outlive a re-render or a restart of the provider.
-KEYS_FILE = "local/oidc-provider-keys.json"
 PROGRAM = "oidc-provider"  # supervisord's program, the service of status/logs/restart
-LOG_FILE = "oidc-provider.log"
-# One install shared by every profile of a state root (the npm tree is the same for all);
-# the leading dot keeps it apart from profile folders, whose names start with a letter.
-INSTALL_DIR = ".oidc-provider"
 # The resource scope the provider grants on the API audience (oidc_dev's default).
 API_SCOPE = "mlflow"
 # Keycloak names a client's service account like this; the dev provider does the same, so a
 # machine is the same MLflow user whichever of the two issued its token.
 SERVICE_ACCOUNT_PREFIX = "service-account-"
 ENV_BINARY = "/usr/bin/env"
-
-
-def install_dir() -> Path:
-    return paths.state_root() / INSTALL_DIR
 
 
 def service_account_username(profile: Profile) -> str:
@@ -58,7 +45,7 @@ def _keys_are_valid(stored: Any) -> bool:
 
 def provider_keys(profile: Profile) -> dict[str, Any]:
     """The stored keys, else new ones; for render alone (the only step that makes secrets)."""
-    path = profile.state_dir / KEYS_FILE
+    path = profile.layout.oidc_provider_keys
     if not path.exists():
         return {
             "jwks": oidc_dev.generate_provider_keys(),
@@ -142,14 +129,16 @@ def supervisor_command(profile: Profile) -> list[str]:
         ENV_BINARY,
         "-i",
         *environment,
-        *oidc_dev.provider_command(install_dir(), profile.state_dir / CONFIG_FILE),
+        *oidc_dev.provider_command(
+            profile.layout.oidc_provider_install, profile.layout.oidc_provider_config
+        ),
     ]
 
 
-def install() -> bool:
+def install(profile: Profile) -> bool:
     """Install (or check) the shared npm tree; whether npm ran. A lock keeps two profiles
     started at once from running `npm ci` in the same folder."""
-    target = install_dir()
+    target = profile.layout.oidc_provider_install
     target.mkdir(parents=True, exist_ok=True)
     with (target / ".install.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -12,6 +12,7 @@ from typing import Any
 
 from mlflow_stack import paths
 from mlflow_stack.errors import StackError
+from mlflow_stack.layout import StackLayout
 
 BASE_FILE = "base.toml"
 ENV_PREFIX = "MLFLOW_STACK_"
@@ -99,6 +100,11 @@ class Profile:
     @property
     def state_dir(self) -> Path:
         return paths.profile_dir(self.name)
+
+    @property
+    def layout(self) -> StackLayout:
+        """Every path under state_dir, by name."""
+        return StackLayout.of(self)
 
 
 # Every key a profile file may set: the fields after `name`.

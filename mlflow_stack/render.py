@@ -21,6 +21,7 @@ from mlflow_stack.files import (
     format_env_file,
     write_atomic,
 )
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import Profile
 from mlflow_stack.secrets import Secrets, resolve_secrets, write_secrets
 
@@ -34,23 +35,12 @@ COMPOSE_POSTGRES_HOST = "postgres"
 COMPOSE_POSTGRES_PORT = 5432
 CONTAINER_UID = 10001  # the MLflow image's user (templates/Dockerfile.j2)
 
-COMPOSE_FILE = "docker-compose.yml"
-COMPOSE_ENV_FILE = "compose.env"
-AUTH_CONFIG_FILE = "auth_config.ini"
-DOCKERFILE = "Dockerfile"
-POSTGRES_INIT_SQL = "postgres-init/10-auth-database.sql"
-LOCAL_AUTH_CONFIG_FILE = "local/auth_config.ini"
-LOCAL_MLFLOW_ENV_FILE = "local/mlflow.env"
-LOCAL_POSTGRESQL_CONF = "local/postgresql.conf"
-SUPERVISORD_CONF = "local/supervisord.conf"
-
 # Keycloak, where the profile runs it (oidc_provider = "keycloak", docker runtime). The realm holds
 # the clients' secrets and the dev users' password: the compose file hands it over in a variable
 # and the entry point writes it into a tmpfs only Keycloak's user can read, the way
 # auth_config.ini reaches MLflow. A bind mount of keycloak/realm.json would keep its 0600 root
 # owner, unreadable to the container's uid 1000, and loosening it would expose it on the host.
-KEYCLOAK_REALM_FILE = "keycloak/realm.json"
-KEYCLOAK_ENTRYPOINT_FILE = "keycloak/entrypoint.sh"
+# (The host side of both files: StackLayout.KEYCLOAK_REALM and KEYCLOAK_ENTRYPOINT.)
 CONTAINER_KEYCLOAK_ENTRYPOINT = "/opt/mlflow-stack/keycloak-entrypoint.sh"
 CONTAINER_KEYCLOAK_IMPORT_DIR = "/opt/keycloak/data/import"  # what --import-realm reads
 CONTAINER_KEYCLOAK_REALM_VARIABLE = "MLFLOW_STACK_KEYCLOAK_REALM_JSON"
@@ -239,15 +229,9 @@ def extra_ca_bundle(profile: Profile) -> str:
     return str(path)
 
 
-def local_artifacts_dir(profile: Profile) -> Path:
-    if profile.artifacts_destination:
-        return Path(profile.artifacts_destination).expanduser().resolve()
-    return profile.state_dir / "artifacts"
-
-
 @dataclass(frozen=True)
 class RenderedFile:
-    relative_path: str
+    relative_path: str  # under the profile's folder: one of StackLayout's relative names
     content: str
     mode: int
 
@@ -276,8 +260,10 @@ def dev_provider_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]
     keys = oidc_local.provider_keys(profile)
     config = oidc_local.provider_config(profile, secrets, keys)
     return [
-        RenderedFile(oidc_local.KEYS_FILE, oidc_local.format_keys(keys), SECRET_MODE),
-        RenderedFile(oidc_local.CONFIG_FILE, oidc_dev.format_provider_config(config), SECRET_MODE),
+        RenderedFile(StackLayout.OIDC_PROVIDER_KEYS, oidc_local.format_keys(keys), SECRET_MODE),
+        RenderedFile(
+            StackLayout.OIDC_PROVIDER_CONFIG, oidc_dev.format_provider_config(config), SECRET_MODE
+        ),
     ]
 
 
@@ -322,7 +308,7 @@ def keycloak_service(profile: Profile, secrets: Secrets) -> dict[str, Any]:
         "internal_port": oidc_profile.KEYCLOAK_INTERNAL_PORT,
         "entrypoint": ["/bin/bash", CONTAINER_KEYCLOAK_ENTRYPOINT],
         "command": ["start", "--import-realm"],
-        "entrypoint_source": f"./{KEYCLOAK_ENTRYPOINT_FILE}",
+        "entrypoint_source": f"./{StackLayout.KEYCLOAK_ENTRYPOINT}",
         "entrypoint_target": CONTAINER_KEYCLOAK_ENTRYPOINT,
         "import_dir": CONTAINER_KEYCLOAK_IMPORT_DIR,
         "realm_path": f"{CONTAINER_KEYCLOAK_IMPORT_DIR}/{oidc_profile.KEYCLOAK_REALM}-realm.json",
@@ -335,8 +321,8 @@ def keycloak_service(profile: Profile, secrets: Secrets) -> dict[str, Any]:
 def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
     """Every file of the profile, in memory: nothing is written unless all of them render."""
     env = template_environment()
-    state_dir = profile.state_dir
-    project_root_from_state = os.path.relpath(paths.PROJECT_ROOT, state_dir)
+    layout = profile.layout
+    project_root_from_state = os.path.relpath(paths.PROJECT_ROOT, layout.root)
 
     compose_uri = database_uri(
         profile, secrets, COMPOSE_POSTGRES_HOST, COMPOSE_POSTGRES_PORT, profile.tracking_database
@@ -350,8 +336,6 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
     local_auth_uri = database_uri(
         profile, secrets, "127.0.0.1", profile.postgres_port, profile.auth_database
     )
-    local_auth_config = state_dir / LOCAL_AUTH_CONFIG_FILE
-
     common = {
         "profile": profile,
         "secrets": secrets,
@@ -372,13 +356,15 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
     )
     compose_mlflow_env = mlflow_environment(profile, secrets, compose_uri, CONTAINER_AUTH_CONFIG)
     compose_mlflow_env[CONTAINER_AUTH_CONFIG_VARIABLE] = compose_auth_config
-    local_mlflow_env = mlflow_environment(profile, secrets, local_uri, str(local_auth_config))
+    local_mlflow_env = mlflow_environment(
+        profile, secrets, local_uri, str(layout.local_auth_config)
+    )
     keycloak = keycloak_service(profile, secrets)
     keycloak_files = (
         [
-            RenderedFile(KEYCLOAK_REALM_FILE, keycloak["realm_json"], SECRET_MODE),
+            RenderedFile(layout.KEYCLOAK_REALM, keycloak["realm_json"], SECRET_MODE),
             RenderedFile(
-                KEYCLOAK_ENTRYPOINT_FILE,
+                layout.KEYCLOAK_ENTRYPOINT,
                 render("keycloak-entrypoint.sh.j2", keycloak=keycloak),
                 PUBLIC_MODE,
             ),
@@ -390,7 +376,7 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
 
     return [
         RenderedFile(
-            COMPOSE_FILE,
+            layout.COMPOSE_FILE,
             render(
                 "docker-compose.yml.j2",
                 mlflow_environment=compose_mlflow_env,
@@ -399,7 +385,8 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                     *mlflow_server_args(profile, "0.0.0.0", CONTAINER_ARTIFACTS),  # noqa: S104
                 ],
                 project_root=project_root_from_state,
-                dockerfile=os.path.relpath(state_dir / DOCKERFILE, paths.PROJECT_ROOT),
+                dockerfile=os.path.relpath(layout.dockerfile, paths.PROJECT_ROOT),
+                postgres_init_source=f"./{layout.POSTGRES_INIT_DIR}",
                 auth_config_dir=os.path.dirname(CONTAINER_AUTH_CONFIG),
                 artifacts_mount=CONTAINER_ARTIFACTS,
                 ca_bundle=extra_ca_bundle(profile),
@@ -407,16 +394,16 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
             ),
             SECRET_MODE,
         ),
-        RenderedFile(COMPOSE_ENV_FILE, render("compose.env.j2"), PUBLIC_MODE),
-        RenderedFile(AUTH_CONFIG_FILE, compose_auth_config, SECRET_MODE),
-        RenderedFile(DOCKERFILE, render("Dockerfile.j2"), PUBLIC_MODE),
+        RenderedFile(layout.COMPOSE_ENV_FILE, render("compose.env.j2"), PUBLIC_MODE),
+        RenderedFile(layout.AUTH_CONFIG, compose_auth_config, SECRET_MODE),
+        RenderedFile(layout.DOCKERFILE, render("Dockerfile.j2"), PUBLIC_MODE),
         RenderedFile(
-            POSTGRES_INIT_SQL,
+            layout.POSTGRES_INIT_SQL,
             render("postgres-init.sql.j2", keycloak_database=keycloak.get("database", "")),
             PUBLIC_MODE,
         ),
         RenderedFile(
-            LOCAL_AUTH_CONFIG_FILE,
+            layout.LOCAL_AUTH_CONFIG,
             render(
                 "auth_config.ini.j2",
                 database_uri=local_auth_uri,
@@ -425,29 +412,27 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
             SECRET_MODE,
         ),
         RenderedFile(
-            LOCAL_MLFLOW_ENV_FILE,
+            layout.LOCAL_MLFLOW_ENV,
             format_env_file(local_mlflow_env, header + "\nEnvironment of the MLflow server."),
             SECRET_MODE,
         ),
         RenderedFile(
-            LOCAL_POSTGRESQL_CONF,
-            render("postgresql.conf.j2", socket_dir=str(state_dir / "pgsocket")),
+            layout.LOCAL_POSTGRESQL_CONF,
+            render("postgresql.conf.j2", socket_dir=str(layout.pgsocket)),
             PUBLIC_MODE,
         ),
         RenderedFile(
-            SUPERVISORD_CONF,
+            layout.SUPERVISORD_CONF,
             render(
                 "supervisord.conf.j2",
-                state_dir=str(state_dir),
+                layout=layout,
                 mlflow_command=[
                     sys.executable,
                     "-m",
                     "mlflow_stack.launch",
-                    str(state_dir / "run" / "mlflow.pgid"),
+                    str(layout.mlflow_pgid),
                     "--",
-                    *mlflow_server_args(
-                        profile, profile.bind_address, str(local_artifacts_dir(profile))
-                    ),
+                    *mlflow_server_args(profile, profile.bind_address, str(layout.artifacts)),
                 ],
                 oidc_provider_command=dev_provider_command(profile),
             ),
@@ -466,7 +451,7 @@ def render_profile(profile: Profile, environ: Mapping[str, str] | None = None) -
         write_secrets(profile, secrets)
     written = []
     for item in files:
-        target = profile.state_dir / item.relative_path
+        target = profile.layout.root / item.relative_path
         write_atomic(target, item.content, item.mode)
         written.append(target)
     return written

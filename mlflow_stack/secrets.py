@@ -11,7 +11,6 @@ from mlflow_stack.errors import StackError
 from mlflow_stack.files import SECRET_MODE, format_env_file, parse_env_file, write_atomic
 from mlflow_stack.profile import Profile
 
-SECRETS_FILE = "secrets.env"
 # Secret name -> the environment variable that overrides it.
 ENV_VARS = {
     "admin_password": "MLFLOW_STACK_ADMIN_PASSWORD",
@@ -143,7 +142,7 @@ def _gather(
 ) -> tuple[Secrets, dict[str, str], dict[str, str]]:
     """The environment, else secrets.env, else dev's defaults, else `missing(name)`; checked."""
     environ = os.environ if environ is None else environ
-    secrets_path = profile.state_dir / SECRETS_FILE
+    secrets_path = profile.layout.secrets_file
     stored = parse_env_file(secrets_path) if secrets_path.exists() else {}
     values: dict[str, str] = {}
     for name, var in ENV_VARS.items():
@@ -208,4 +207,4 @@ def write_secrets(profile: Profile, secrets: Secrets) -> None:
             "Values are JSON-quoted strings; MLFLOW_STACK_* environment variables override them."
         ),
     )
-    write_atomic(profile.state_dir / SECRETS_FILE, content, SECRET_MODE)
+    write_atomic(profile.layout.secrets_file, content, SECRET_MODE)

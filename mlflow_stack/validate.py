@@ -9,8 +9,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from mlflow_stack import paths, render
+from mlflow_stack import paths
 from mlflow_stack.errors import StackError
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import Profile
 from mlflow_stack.tools import compose_binary, compose_lint_binary, hadolint_binary
 
@@ -47,16 +48,15 @@ def compose_config_command(compose_file: Path, env_file: Path, *args: str) -> li
 
 def run_compose_config(state_dir: Path, *args: str) -> str:
     """`docker compose config` on the rendered file, without an engine; returns its output."""
-    command = compose_config_command(
-        state_dir / render.COMPOSE_FILE, state_dir / render.COMPOSE_ENV_FILE, *args
-    )
+    layout = StackLayout(state_dir)
+    command = compose_config_command(layout.compose_file, layout.compose_env_file, *args)
     # A clean environment: a variable of the caller's must not fill a hole in the file.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(state_dir)}
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     warnings = [line for line in result.stderr.splitlines() if "variable is not set" in line]
     if result.returncode != 0 or warnings:
         detail = (warnings or result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise StackError(f"{render.COMPOSE_FILE} is invalid: {detail}")
+        raise StackError(f"{StackLayout.COMPOSE_FILE} is invalid: {detail}")
     return result.stdout
 
 
@@ -161,50 +161,50 @@ def check_keycloak_files(profile: Profile) -> list[str]:
 
     if not oidc_profile.runs_keycloak(profile, "docker"):
         return []
-    realm_file = profile.state_dir / render.KEYCLOAK_REALM_FILE
-    entrypoint = profile.state_dir / render.KEYCLOAK_ENTRYPOINT_FILE
+    layout = profile.layout
+    realm_file, entrypoint = layout.keycloak_realm, layout.keycloak_entrypoint
     if not realm_file.exists() or not entrypoint.exists():
         raise StackError(f"Keycloak's files not rendered: run `invoke render -p {profile.name}`")
     try:
         realm = json.loads(realm_file.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise StackError(f"{render.KEYCLOAK_REALM_FILE} is invalid: {exc}") from None
+        raise StackError(f"{layout.KEYCLOAK_REALM} is invalid: {exc}") from None
     if realm.get("realm") != oidc_profile.KEYCLOAK_REALM:
-        raise StackError(f"{render.KEYCLOAK_REALM_FILE} is not realm {oidc_profile.KEYCLOAK_REALM}")
+        raise StackError(f"{layout.KEYCLOAK_REALM} is not realm {oidc_profile.KEYCLOAK_REALM}")
     result = subprocess.run(
         ["bash", "-n", str(entrypoint)], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
-        raise StackError(f"{render.KEYCLOAK_ENTRYPOINT_FILE}: bash -n: {detail}")
+        raise StackError(f"{layout.KEYCLOAK_ENTRYPOINT}: bash -n: {detail}")
     return [
-        f"{render.KEYCLOAK_REALM_FILE}: parsed as JSON (realm {oidc_profile.KEYCLOAK_REALM})",
-        f"{render.KEYCLOAK_ENTRYPOINT_FILE}: bash -n passed",
+        f"{layout.KEYCLOAK_REALM}: parsed as JSON (realm {oidc_profile.KEYCLOAK_REALM})",
+        f"{layout.KEYCLOAK_ENTRYPOINT}: bash -n passed",
     ]
 
 
 def validate_profile(profile: Profile) -> list[str]:
     """Check every rendered file of `profile`; returns one line per check that passed."""
-    state_dir = profile.state_dir
+    layout = profile.layout
     missing = [
         name
-        for name in (render.COMPOSE_FILE, render.AUTH_CONFIG_FILE, render.DOCKERFILE)
-        if not (state_dir / name).exists()
+        for name in (layout.COMPOSE_FILE, layout.AUTH_CONFIG, layout.DOCKERFILE)
+        if not (layout.root / name).exists()
     ]
     if missing:
         raise StackError(
             f"{', '.join(missing)} not rendered: run `invoke render -p {profile.name}`"
         )
-    run_compose_config(state_dir, "-q")
-    for name in (render.AUTH_CONFIG_FILE, render.LOCAL_AUTH_CONFIG_FILE):
-        read_auth_config(state_dir / name)
-    run_compose_lint(state_dir / render.COMPOSE_FILE)
-    run_hadolint(state_dir / render.DOCKERFILE)
+    run_compose_config(layout.root, "-q")
+    for path in (layout.auth_config, layout.local_auth_config):
+        read_auth_config(path)
+    run_compose_lint(layout.compose_file)
+    run_hadolint(layout.dockerfile)
     keycloak = check_keycloak_files(profile)
     return [
-        f"{render.COMPOSE_FILE}: docker compose config -q passed",
-        f"{render.COMPOSE_FILE}: compose-lint passed (config/compose-lint.yml)",
-        f"{render.AUTH_CONFIG_FILE}, {render.LOCAL_AUTH_CONFIG_FILE}: parsed as MLflow parses them",
-        f"{render.DOCKERFILE}: hadolint passed",
+        f"{layout.COMPOSE_FILE}: docker compose config -q passed",
+        f"{layout.COMPOSE_FILE}: compose-lint passed (config/compose-lint.yml)",
+        f"{layout.AUTH_CONFIG}, {layout.LOCAL_AUTH_CONFIG}: parsed as MLflow parses them",
+        f"{layout.DOCKERFILE}: hadolint passed",
         *keycloak,
     ]

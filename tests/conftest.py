@@ -22,8 +22,10 @@ def stack_home(tmp_path, monkeypatch):
     return home
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def integration_home():
+    """A state folder per test module: stacks of the same profile in two modules (the sso
+    integration and browser tests, say) share no data."""
     # Not under pytest's tmp_path: that is mode 0700 and the unprivileged PostgreSQL user
     # (when the tests run as root) must be able to reach its data directory.
     home = Path(tempfile.mkdtemp(prefix="mlflow-stack-it-"))
@@ -37,7 +39,7 @@ def integration_home():
     shutil.rmtree(home, ignore_errors=True)
 
 
-TIERS = ("unit", "tools", "integration", "compose", "smoke")
+TIERS = ("unit", "tools", "integration", "compose", "browser", "smoke")
 
 
 def pytest_collection_modifyitems(items):

@@ -142,3 +142,24 @@ def make_stack(integration_home, profile: str) -> Stack:
     stack.env["MLFLOW_STACK_POSTGRES_PORT"] = str(free_port())
     stacks.append(stack)
     return stack
+
+
+def expire_token(auth_db_url: str, token_id: int) -> None:
+    """Move a token's expiry into the past in the auth database: the server's expiry check,
+    without sleeping until the token runs out."""
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from mlflow_stack.auth.schema import access_tokens
+
+    engine = sa.create_engine(auth_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                access_tokens.update()
+                .where(access_tokens.c.id == token_id)
+                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+    finally:
+        engine.dispose()

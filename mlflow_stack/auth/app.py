@@ -77,8 +77,20 @@ def _current_user(login: sso.BrowserLogin | None) -> Response:
             and offered is not None
             and (offered.username or "").startswith(sso.UI_LOGOUT_USER_PREFIX)
         ):
+            # No challenge this time: the browser must not prompt for a password.
+            del authorization.headers["WWW-Authenticate"]
             return login.end_after_ui_logout(request, authorization)
         return authorization
+    if (
+        login is not None
+        and hook.method_of_this_request() == hook.METHOD_SESSION
+        and "Content-Type" not in request.headers
+    ):
+        # MLflow's UI logs out with an XMLHttpRequest carrying made-up credentials, which a
+        # browser sends only when challenged; its ordinary users/current call carries a JSON
+        # Content-Type. So the credential-less one is challenged, and its retry, as the
+        # made-up user, ends the session above.
+        return hook.unauthenticated_response()
     store = SsoStore(hook.database())
     found = store.user(authorization.username or "")
     if found is None:

@@ -307,10 +307,7 @@ def _check_claims(claims: dict[str, Any], settings: JwtAccessSettings, now: floa
     #    2, 3.1.2.1); an access token has no reason to carry one, even with the right aud.
     # 3. Keycloak marks its ID tokens with a "typ": "ID" claim: refused too.
     # (The header typ was already limited to at+jwt / JWT above.)
-    audiences = claims.get("aud")
-    if isinstance(audiences, str):
-        audiences = [audiences]
-    if not isinstance(audiences, list) or settings.audience not in audiences:
+    if settings.audience not in _audiences(claims):
         raise TokenRefused(f"audience {claims.get('aud')!r} does not include the API audience")
     if "nonce" in claims:
         raise TokenRefused("the token carries a nonce: an ID token, not an access token")
@@ -347,6 +344,14 @@ def _identity(
         expires_at=expires_at,
         claims=MappingProxyType(claims),
     )
+
+
+def _audiences(claims: Mapping[str, Any]) -> list[Any]:
+    """`aud` as a list (RFC 7519 allows a single string); empty when missing or malformed."""
+    audiences = claims.get("aud")
+    if isinstance(audiences, str):
+        return [audiences]
+    return audiences if isinstance(audiences, list) else []
 
 
 def _number(claims: Mapping[str, Any], name: str, *, required: bool) -> Any:
@@ -387,10 +392,7 @@ def verify_id_token(
     _header, claims = _signed(token, settings, cache)
     if claims.get("iss") != settings.issuer:
         raise TokenRefused(f"issuer {claims.get('iss')!r} is not {settings.issuer!r}")
-    audiences = claims.get("aud")
-    if isinstance(audiences, str):
-        audiences = [audiences]
-    if not isinstance(audiences, list) or settings.browser_client_id not in audiences:
+    if settings.browser_client_id not in _audiences(claims):
         raise TokenRefused("the ID token was not issued to this client")
     if not isinstance(claims.get("nonce"), str) or not hmac.compare_digest(claims["nonce"], nonce):
         raise TokenRefused("the ID token's nonce is not this login's")

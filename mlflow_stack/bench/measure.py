@@ -28,8 +28,9 @@ from mlflow_stack.bench.servers import (
     wait_healthy,
 )
 from mlflow_stack.files import parse_env_file
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.loadgen import LoadResult, run_load
-from mlflow_stack.render import LOCAL_MLFLOW_ENV_FILE, database_uri
+from mlflow_stack.render import database_uri
 
 SEARCH = "/api/2.0/mlflow/experiments/search"
 LOG_METRIC = "/api/2.0/mlflow/runs/log-metric"
@@ -65,14 +66,14 @@ class Bench:
         return time.monotonic() - started
 
     @property
-    def state_dir(self) -> Path:
-        return self.home / self.profile
+    def layout(self) -> StackLayout:
+        return StackLayout(self.home / self.profile)  # the bench's MLFLOW_STACK_HOME
 
     def project_processes(self) -> list[psutil.Process]:
         roots = []
         for pid_file in (
-            self.state_dir / "run" / "supervisord.pid",
-            self.state_dir / "pgdata" / "postmaster.pid",
+            self.layout.supervisord_pid,
+            self.layout.postmaster_pid,
         ):
             with contextlib.suppress(OSError, ValueError, psutil.Error):
                 roots.append(psutil.Process(int(pid_file.read_text().split()[0])))
@@ -199,7 +200,7 @@ def run(bench: Bench) -> dict[str, Any]:
             basic=(profile.admin_username, secrets.admin_password),
             bearer=token,
         )
-        local_env = parse_env_file(bench.state_dir / LOCAL_MLFLOW_ENV_FILE)
+        local_env = parse_env_file(bench.layout.local_mlflow_env)
         noauth_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         noauth_env.update(
             MLFLOW_BACKEND_STORE_URI=local_env["MLFLOW_BACKEND_STORE_URI"],

@@ -12,18 +12,15 @@ from mlflow_stack.cli.output import print_table, shown
 from mlflow_stack.cli.prompts import confirm_deletion, password_of, read_token
 from mlflow_stack.cli.stack import existing_runtime, is_running
 from mlflow_stack.errors import StackError
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import Profile, load_profile
-from mlflow_stack.render import COMPOSE_FILE, render_profile
+from mlflow_stack.render import render_profile
 
 if TYPE_CHECKING:  # imported lazily: requests and the OIDC client are not needed by every task
     from mlflow_stack import oidc_client
 from mlflow_stack.runtime import choose_runtime, make_runtime, remember_runtime
-from mlflow_stack.secrets import SECRETS_FILE, load_secrets
+from mlflow_stack.secrets import load_secrets
 from mlflow_stack.validate import validate_profile
-
-# What `clean` keeps without --volumes; with it, only the secrets survive (so that a backup
-# restores with the credentials it was made with).
-DATA_ENTRIES = ("pgdata", "artifacts", "logs")
 
 
 def render(profile_name: str, check: bool = False) -> None:
@@ -47,7 +44,7 @@ def _print_access(profile: Profile) -> None:
     print(f"admin user:  {profile.admin_username}")
     print(
         f'credentials: eval "$(invoke env -p {profile.name})"  (password in '
-        f"{shown(profile.state_dir / SECRETS_FILE)})"
+        f"{shown(profile.layout.secrets_file)})"
     )
 
 
@@ -70,7 +67,7 @@ def up(profile_name: str, runtime: str = "auto") -> None:
     if not health.mlflow_accepts(profile, profile.admin_username, secrets.admin_password):
         raise StackError(
             f"MLflow is up but refuses {profile.admin_username} with the password in "
-            f"{SECRETS_FILE}: if it was changed, set MLFLOW_STACK_ADMIN_PASSWORD"
+            f"{StackLayout.SECRETS_FILE}: if it was changed, set MLFLOW_STACK_ADMIN_PASSWORD"
         )
     progress.step(f"profile {profile.name} is healthy ({runtime_name} runtime)")
     _print_access(profile)
@@ -131,12 +128,14 @@ def clean(
         f"Delete the {what} of profile {profile.name} ({shown(state_dir)})?", yes, interactive
     )
 
-    if (state_dir / COMPOSE_FILE).exists():
+    if profile.layout.compose_file.exists():
         stack = existing_runtime(profile, runtime)
         stack.down()
         if volumes:
             stack.remove_volumes()
-    keep = {SECRETS_FILE} | (set() if volumes else set(DATA_ENTRIES))
+    # Without --volumes the data stays; with it, only the secrets survive (so that a backup
+    # restores with the credentials it was made with).
+    keep = {StackLayout.SECRETS_FILE} | (set() if volumes else set(StackLayout.DATA_ENTRIES))
     for entry in sorted(state_dir.iterdir()):
         if entry.name in keep:
             continue

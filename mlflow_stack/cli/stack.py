@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import Profile
-from mlflow_stack.render import COMPOSE_FILE, database_uri
+from mlflow_stack.render import database_uri
 from mlflow_stack.runtime import Runtime, check_runtime, make_runtime, remembered_runtime
 from mlflow_stack.secrets import load_secrets
 
@@ -16,7 +16,7 @@ from mlflow_stack.secrets import load_secrets
 def existing_runtime(profile: Profile, requested: str = "auto") -> Runtime:
     """The runtime of a stack that was brought up before (for down, status, logs, …)."""
     check_runtime(requested)
-    if not (profile.state_dir / COMPOSE_FILE).exists():
+    if not profile.layout.compose_file.exists():
         raise StackError(
             f"profile {profile.name} has not been brought up: run `invoke up -p {profile.name}`"
         )
@@ -27,7 +27,7 @@ def existing_runtime(profile: Profile, requested: str = "auto") -> Runtime:
 
 def is_running(profile: Profile, runtime_name: str) -> bool:
     """Whether the profile's stack was rendered and is up and healthy on that runtime."""
-    if not (profile.state_dir / COMPOSE_FILE).exists():
+    if not profile.layout.compose_file.exists():
         return False
     secrets = load_secrets(profile)
     return make_runtime(profile, secrets, runtime_name).is_running()

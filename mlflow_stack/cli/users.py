@@ -14,11 +14,11 @@ from mlflow_stack.cli.output import print_table
 from mlflow_stack.cli.prompts import confirm_deletion, read_new_password
 from mlflow_stack.client import AdminClient, MlflowApiError, User
 from mlflow_stack.errors import StackError
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import Profile, load_profile
 from mlflow_stack.secrets import (
     ENV_VARS,
     KNOWN_DEFAULTS,
-    SECRETS_FILE,
     check_password,
     load_secrets,
     write_secrets,
@@ -106,16 +106,16 @@ def passwd(profile_name: str, username: str, password_stdin: bool = False) -> No
         _print_password_once(username, password)
     if not is_stack_admin:
         return
-    variable = ENV_VARS["admin_password"]
+    variable, secrets_file = ENV_VARS["admin_password"], StackLayout.SECRETS_FILE
     if os.environ.get(variable):
         print(
-            f"note: {variable} is set and wins over {SECRETS_FILE}: set it to the new "
-            f"password, or `invoke env` and the admin tasks will fail ({SECRETS_FILE} unchanged)",
+            f"note: {variable} is set and wins over {secrets_file}: set it to the new "
+            f"password, or `invoke env` and the admin tasks will fail ({secrets_file} unchanged)",
             file=sys.stderr,
         )
         return
     write_secrets(profile, dataclasses.replace(secrets, admin_password=password))
-    print(f"updated {profile.state_dir / SECRETS_FILE}: `invoke env` gives the new password")
+    print(f"updated {profile.layout.secrets_file}: `invoke env` gives the new password")
 
 
 def admin(profile_name: str, username: str, grant: bool, revoke: bool) -> None:

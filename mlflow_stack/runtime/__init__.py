@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # health imports requests, which a runtime itself does not ne
 
 SERVICES = ("postgres", "mlflow")
 RUNTIMES = ("auto", "local", "docker")
-RUNTIME_FILE = "runtime"  # which runtime the profile's stack was last brought up with
 
 
 @dataclass(frozen=True)
@@ -63,12 +62,12 @@ def check_service(service: str | None, services: tuple[str, ...] = SERVICES) -> 
 
 
 def remembered_runtime(profile: Profile) -> str | None:
-    path = profile.state_dir / RUNTIME_FILE
+    path = profile.layout.runtime_file
     return path.read_text().strip() if path.exists() else None
 
 
 def remember_runtime(profile: Profile, name: str) -> None:
-    write_atomic(profile.state_dir / RUNTIME_FILE, name + "\n")
+    write_atomic(profile.layout.runtime_file, name + "\n")
 
 
 def check_runtime(requested: str, allow_auto: bool = True) -> None:

@@ -23,7 +23,7 @@ from typing import IO, Any
 from mlflow_stack import health
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import Profile
-from mlflow_stack.render import COMPOSE_ENV_FILE, COMPOSE_FILE, CONTAINER_ARTIFACTS
+from mlflow_stack.render import CONTAINER_ARTIFACTS
 from mlflow_stack.runtime import DatabaseEndpoint, ServiceStatus, check_service
 from mlflow_stack.tools import compose_binary
 
@@ -65,15 +65,15 @@ def engine_answers(timeout: float = 5) -> bool:
 
 def compose_command(profile: Profile, *args: str) -> list[str]:
     """Compose with the profile's project name, compose file and env file."""
-    state_dir = profile.state_dir
+    layout = profile.layout
     return [
         str(compose_binary()),
         "-p",
         project_name(profile),
         "-f",
-        str(state_dir / COMPOSE_FILE),
+        str(layout.compose_file),
         "--env-file",
-        str(state_dir / COMPOSE_ENV_FILE),
+        str(layout.compose_env_file),
         *args,
     ]
 
@@ -283,27 +283,18 @@ class ComposeRuntime:
             f"{RELAY_READY_SECONDS} s: is the MLflow image built (`invoke up`)?"
         )
 
-    def _artifacts_container(self, *tar_args: str, **streams: Any) -> None:
-        """tar in a one-off container from the MLflow image with the artifacts volume mounted."""
+    def _one_off(self, program: str, *args: str, **streams: Any) -> None:
+        """`program` in a one-off container from the MLflow image, the artifacts volume mounted
+        (it runs whether or not the MLflow service does)."""
         self.run(
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "--entrypoint",
-            "tar",
-            "mlflow",
-            "-C",
-            CONTAINER_ARTIFACTS,
-            *tar_args,
-            **streams,
+            "run", "--rm", "--no-deps", "-T", "--entrypoint", program, "mlflow", *args, **streams
         )
 
     def export_artifacts(self, target: Path) -> None:
         """Copy the artifacts volume's content into the empty folder `target`."""
         with _scratch_file() as archive_path:
             with archive_path.open("wb") as archive:
-                self._artifacts_container("-cf", "-", ".", stdout=archive)
+                self._one_off("tar", "-C", CONTAINER_ARTIFACTS, "-cf", "-", ".", stdout=archive)
             with tarfile.open(archive_path) as archive:
                 archive.extractall(target, filter="data")
 
@@ -313,21 +304,11 @@ class ComposeRuntime:
             with tarfile.open(archive_path, "w") as archive:
                 for entry in sorted(source.iterdir()) if source.exists() else []:
                     archive.add(entry, arcname=entry.name)
-            self.run(
-                "run",
-                "--rm",
-                "--no-deps",
-                "-T",
-                "--entrypoint",
-                "find",
-                "mlflow",
-                CONTAINER_ARTIFACTS,
-                "-mindepth",
-                "1",
-                "-delete",
-            )
+            self._one_off("find", CONTAINER_ARTIFACTS, "-mindepth", "1", "-delete")
             with archive_path.open("rb") as archive:
-                self._artifacts_container("--no-same-owner", "-xf", "-", stdin=archive)
+                self._one_off(
+                    "tar", "-C", CONTAINER_ARTIFACTS, "--no-same-owner", "-xf", "-", stdin=archive
+                )
 
 
 @contextmanager

@@ -19,7 +19,6 @@ from mlflow_stack.errors import StackError
 from mlflow_stack.files import parse_env_file
 from mlflow_stack.oidc_profile import issuer, runs_dev_provider
 from mlflow_stack.profile import Profile
-from mlflow_stack.render import LOCAL_MLFLOW_ENV_FILE, SUPERVISORD_CONF, local_artifacts_dir
 from mlflow_stack.runtime import SERVICES, DatabaseEndpoint, ServiceStatus, check_service
 from mlflow_stack.runtime.postgres import PostgresCluster, port_in_use_error, port_is_free
 from mlflow_stack.runtime.processes import process_alive
@@ -50,11 +49,11 @@ class LocalRuntime:
     def __init__(self, profile: Profile, secrets: Secrets):
         self.profile = profile
         self.secrets = secrets
-        self.state_dir = profile.state_dir
+        self.layout = profile.layout
         self.postgres = PostgresCluster(profile, secrets)
-        self.supervisor_conf = self.state_dir / SUPERVISORD_CONF
-        self.supervisor_pid_file = self.state_dir / "run" / "supervisord.pid"
-        self.logs_dir = self.state_dir / "logs"
+        self.supervisor_conf = self.layout.supervisord_conf
+        self.supervisor_pid_file = self.layout.supervisord_pid
+        self.logs_dir = self.layout.logs
         self.dev_provider = runs_dev_provider(profile, "local")
 
     def services(self) -> tuple[str, ...]:
@@ -106,13 +105,13 @@ class LocalRuntime:
 
     def _server_environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
-        env.update(parse_env_file(self.state_dir / LOCAL_MLFLOW_ENV_FILE))
+        env.update(parse_env_file(self.layout.local_mlflow_env))
         return env
 
     def _start_supervisor(self) -> None:
-        (self.state_dir / "run").mkdir(mode=0o700, exist_ok=True)
+        self.layout.run_dir.mkdir(mode=0o700, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
-        local_artifacts_dir(self.profile).mkdir(parents=True, exist_ok=True)
+        self.layout.artifacts.mkdir(parents=True, exist_ok=True)
         # Secrets travel in the environment supervisord passes to MLflow, never in argv.
         result = subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.supervisor_conf)],
@@ -124,7 +123,11 @@ class LocalRuntime:
         )
         if result.returncode != 0:
             raise StackError(f"supervisord did not start: {result.stderr.strip()[-300:]}")
-        health.wait_until(lambda: self.supervisor_pid() is not None, 10)
+        if not health.wait_until(lambda: self.supervisor_pid() is not None, 10):
+            raise StackError(
+                f"supervisord started but wrote no pid file within 10 s: see "
+                f"{self.layout.supervisord_log}"
+            )
 
     def _stop_supervisor(self) -> None:
         pid = self.supervisor_pid()
@@ -133,7 +136,11 @@ class LocalRuntime:
         self._supervisorctl("shutdown", check=False)
         if not health.wait_until(lambda: self.supervisor_pid() is None, 30):
             os.kill(pid, signal.SIGTERM)
-            health.wait_until(lambda: self.supervisor_pid() is None, 10)
+            if not health.wait_until(lambda: self.supervisor_pid() is None, 10):
+                raise StackError(
+                    f"supervisord (pid {pid}) of profile {self.profile.name} did not stop: "
+                    f"stop it with `kill {pid}`, then run the command again"
+                )
 
     # --- the runtime interface -----------------------------------------------------------
 
@@ -186,7 +193,7 @@ class LocalRuntime:
             "MLflow",
             interval=0.1,
         ):
-            log = self.logs_dir / "mlflow.log"
+            log = self.layout.mlflow_log
             last = "\n".join(f"  | {line}" for line in tail_lines(log, 15))
             raise StackError(
                 f"MLflow did not become healthy within {HEALTH_TIMEOUT:.0f} s; last lines of "
@@ -200,7 +207,7 @@ class LocalRuntime:
         try:
             oidc_dev.wait_for_discovery(issuer(self.profile, "local"), timeout=PROVIDER_TIMEOUT)
         except StackError as error:
-            log = self.logs_dir / oidc_local.LOG_FILE
+            log = self.layout.oidc_provider_log
             last = "\n".join(f"  | {line}" for line in tail_lines(log, 15))
             raise StackError(
                 f"{error}; last lines of {log}:\n{last}\n  try: invoke logs -p "
@@ -213,8 +220,10 @@ class LocalRuntime:
 
     def start_mlflow(self, progress: health.Progress) -> None:
         if self.supervisor_pid() is None:
-            if self.dev_provider and oidc_local.install():
-                progress.step(f"installed the dev OpenID Provider into {oidc_local.install_dir()}")
+            if self.dev_provider and oidc_local.install(self.profile):
+                progress.step(
+                    f"installed the dev OpenID Provider into {self.layout.oidc_provider_install}"
+                )
             self._start_supervisor()
         else:
             self._supervisorctl("start", MLFLOW_PROGRAM)
@@ -290,11 +299,11 @@ class LocalRuntime:
 
     def log_files(self, service: str | None) -> list[Path]:
         check_service(service, self.services())
-        names = {"postgres": "postgresql.log", "mlflow": "mlflow.log"}
+        files = {"postgres": self.layout.postgres_log, "mlflow": self.layout.mlflow_log}
         if self.dev_provider:
-            names[oidc_local.PROGRAM] = oidc_local.LOG_FILE
-        chosen = [service] if service else list(names)
-        return [self.logs_dir / names[name] for name in chosen]
+            files[oidc_local.PROGRAM] = self.layout.oidc_provider_log
+        chosen = [service] if service else list(files)
+        return [files[name] for name in chosen]
 
     def logs(self, service: str | None, follow: bool, tail: int) -> None:
         files = self.log_files(service)
@@ -307,7 +316,7 @@ class LocalRuntime:
             follow_files(files)
 
     def remove_volumes(self) -> None:
-        for folder in (self.postgres.data_dir, local_artifacts_dir(self.profile), self.logs_dir):
+        for folder in (self.layout.pgdata, self.layout.artifacts, self.layout.logs):
             if folder.exists():
                 shutil.rmtree(folder)
 
@@ -316,12 +325,12 @@ class LocalRuntime:
         yield self.postgres.endpoint
 
     def export_artifacts(self, target: Path) -> None:
-        artifacts = local_artifacts_dir(self.profile)
+        artifacts = self.layout.artifacts
         if artifacts.exists():
             shutil.copytree(artifacts, target, dirs_exist_ok=True)
 
     def import_artifacts(self, source: Path) -> None:
-        artifacts = local_artifacts_dir(self.profile)
+        artifacts = self.layout.artifacts
         if artifacts.exists():
             shutil.rmtree(artifacts)
         if source.exists():

@@ -20,15 +20,10 @@ from psycopg2 import sql
 from mlflow_stack.errors import StackError
 from mlflow_stack.health import wait_until
 from mlflow_stack.profile import Profile
-from mlflow_stack.render import LOCAL_POSTGRESQL_CONF
 from mlflow_stack.runtime import DatabaseEndpoint
 from mlflow_stack.runtime.processes import process_alive
 from mlflow_stack.secrets import Secrets
 
-# Copied into the data directory at every start and included from postgresql.conf, so a
-# changed profile applies at the next start and the cluster does not depend on where the
-# project lives.
-INCLUDED_CONF = "mlflow_stack.conf"
 TOOLS = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore", "psql", "pg_isready")
 
 
@@ -139,10 +134,11 @@ class PostgresCluster:
     def __init__(self, profile: Profile, secrets: Secrets):
         self.profile = profile
         self.secrets = secrets
-        self.state_dir = profile.state_dir
-        self.data_dir = self.state_dir / "pgdata"
-        self.socket_dir = self.state_dir / "pgsocket"
-        self.log_file = self.state_dir / "logs" / "postgresql.log"
+        self.layout = profile.layout
+        self.state_dir = self.layout.root
+        self.data_dir = self.layout.pgdata
+        self.socket_dir = self.layout.pgsocket
+        self.log_file = self.layout.postgres_log
         self.os_user = OsUser.for_profile(profile)
         self.bin_dir = find_bin_dir(profile)
 
@@ -203,14 +199,14 @@ class PostgresCluster:
         return int(version.split(".")[0])
 
     def data_major(self) -> int | None:
-        version_file = self.data_dir / "PG_VERSION"
+        version_file = self.layout.pg_version
         if not version_file.exists():
             return None
         return int(version_file.read_text().strip().split(".")[0])
 
     def _pid_file_pid(self) -> int | None:
         try:
-            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+            return int(self.layout.postmaster_pid.read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
             return None
 
@@ -225,7 +221,7 @@ class PostgresCluster:
     def running_port(self) -> int | None:
         """The port the running postmaster listens on (line 4 of postmaster.pid)."""
         try:
-            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[3])
+            return int(self.layout.postmaster_pid.read_text().splitlines()[3])
         except (OSError, ValueError, IndexError):
             return None
 
@@ -275,7 +271,7 @@ class PostgresCluster:
 
     def initialize(self) -> bool:
         """initdb on first use; returns whether a new cluster was made."""
-        if (self.data_dir / "PG_VERSION").exists():
+        if self.layout.pg_version.exists():
             return False
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise StackError(
@@ -305,8 +301,12 @@ class PostgresCluster:
                 "--no-locale",
                 "--no-instructions",
             )
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write(f"\n# Added by mlflow-stack\ninclude_if_exists '{INCLUDED_CONF}'\n")
+        # The profile's settings are copied into the data directory at every start and
+        # included from initdb's file, so a changed profile applies at the next start and the
+        # cluster does not depend on where the project lives.
+        included = self.layout.pgdata_included_conf.name
+        with self.layout.pgdata_postgresql_conf.open("a") as conf:
+            conf.write(f"\n# Added by mlflow-stack\ninclude_if_exists '{included}'\n")
         return True
 
     def check_version(self) -> None:
@@ -319,8 +319,8 @@ class PostgresCluster:
             )
 
     def _install_settings(self) -> None:
-        target = self.data_dir / INCLUDED_CONF
-        shutil.copyfile(self.state_dir / LOCAL_POSTGRESQL_CONF, target)
+        target = self.layout.pgdata_included_conf
+        shutil.copyfile(self.layout.local_postgresql_conf, target)
         target.chmod(0o600)
         self.os_user.own(target)
 
@@ -335,8 +335,11 @@ class PostgresCluster:
         # A postmaster killed a moment ago can linger as a zombie; PostgreSQL would take its
         # pid file for a live server.
         stale = self._pid_file_pid()
-        if stale is not None:
-            wait_until(lambda: not Path(f"/proc/{stale}").exists(), 15)
+        if stale is not None and not wait_until(lambda: not Path(f"/proc/{stale}").exists(), 15):
+            raise StackError(
+                f"the PostgreSQL server (pid {stale}) of profile {self.profile.name} is "
+                "still exiting after 15 s: try `invoke up` again in a moment"
+            )
         self.run(
             "pg_ctl",
             "start",

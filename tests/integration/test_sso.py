@@ -20,6 +20,7 @@ from tests.stacks import Stack, free_port, make_stack
 TOKEN_SECONDS = 10
 NAVIGATE = {"Sec-Fetch-Mode": "navigate", "Accept": "text/html"}
 CURRENT_USER = "/ajax-api/2.0/mlflow/users/current"
+AS_THE_UI = {"Content-Type": "application/json; charset=utf-8"}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,8 @@ def log_in(stack: Stack, username: str, password: str | None = None) -> requests
 
 
 def current_user(stack: Stack, session: requests.Session) -> requests.Response:
-    return session.get(url(stack) + CURRENT_USER, timeout=30)
+    # As the MLflow UI asks it (its fetch sends a JSON Content-Type even on a GET).
+    return session.get(url(stack) + CURRENT_USER, headers=AS_THE_UI, timeout=30)
 
 
 def test_a_page_load_goes_to_the_login_and_an_api_call_gets_a_401(sso):
@@ -122,11 +124,15 @@ def test_the_ui_logout_ends_the_session_on_every_worker_and_at_the_provider(sso)
     session = log_in(sso, "bob")
     cookie = session.cookies.get("mlflow_stack_session")
     assert current_user(sso, session).status_code == 200
-    # What MLflow's UI sends on Logout: users/current as a made-up user.
+    # What MLflow's UI sends on Logout: an XMLHttpRequest for users/current with made-up
+    # credentials, which a browser sends only after a challenge: first without them...
+    challenged = session.get(url(sso) + CURRENT_USER, timeout=30)
+    assert challenged.status_code == 401 and "Basic" in challenged.headers["WWW-Authenticate"]
+    # ...then, challenged, as the made-up user: that ends the session, without a new prompt.
     beacon = session.get(
         url(sso) + CURRENT_USER, auth=("mlflow-logged-out-x1", "mlflow-logged-out-x1"), timeout=30
     )
-    assert beacon.status_code == 401
+    assert beacon.status_code == 401 and "WWW-Authenticate" not in beacon.headers
     stale = requests.Session()
     stale.cookies.set("mlflow_stack_session", cookie)
     assert {current_user(sso, stale).status_code for _ in range(20)} == {401}

@@ -15,6 +15,7 @@ import pytest
 
 from mlflow_stack import render
 from mlflow_stack.files import parse_env_file
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import render_profile
 from mlflow_stack.validate import run_compose_config
@@ -53,7 +54,7 @@ def last_user(dockerfile: str) -> str:
 
 def test_the_mlflow_image_runs_as_a_numeric_non_root_user(stack):
     profile, _ = stack
-    user = last_user((profile.state_dir / render.DOCKERFILE).read_text())
+    user = last_user((profile.state_dir / StackLayout.DOCKERFILE).read_text())
     uid, _, gid = user.partition(":")
     # Numeric: Kubernetes' runAsNonRoot can only verify a numeric user.
     assert uid.isdigit(), f"USER {user}: not numeric"
@@ -64,7 +65,7 @@ def test_the_mlflow_image_runs_as_a_numeric_non_root_user(stack):
 
 def test_the_mlflow_image_does_not_switch_back_to_root_after_the_last_user(stack):
     profile, _ = stack
-    lines = (profile.state_dir / render.DOCKERFILE).read_text().splitlines()
+    lines = (profile.state_dir / StackLayout.DOCKERFILE).read_text().splitlines()
     users = [i for i, line in enumerate(lines) if line.strip().upper().startswith("USER ")]
     assert users, "the Dockerfile never switches away from root (no USER instruction)"
     last = users[-1]
@@ -148,6 +149,6 @@ def test_no_secret_in_any_command_entrypoint_or_healthcheck(stack):
 
 def test_the_image_bakes_in_no_secret(stack):
     profile, _ = stack
-    dockerfile = (profile.state_dir / render.DOCKERFILE).read_text()
+    dockerfile = (profile.state_dir / StackLayout.DOCKERFILE).read_text()
     for secret in secret_values(profile):
         assert secret not in dockerfile

@@ -12,6 +12,7 @@ import pytest
 
 from mlflow_stack import keycloak_realm, oidc_profile, render
 from mlflow_stack.files import parse_env_file
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import render_profile
 from mlflow_stack.validate import run_compose_config
@@ -105,12 +106,12 @@ def test_keycloak_is_hardened_like_the_other_services(sso):
 def test_the_realm_reaching_the_container_is_the_rendered_realm(sso):
     profile, config = sso
     environment = config["services"]["keycloak"]["environment"]
-    realm_file = profile.state_dir / render.KEYCLOAK_REALM_FILE
+    realm_file = profile.state_dir / StackLayout.KEYCLOAK_REALM
     assert stat.S_IMODE(realm_file.stat().st_mode) == 0o600
     delivered = compose_literal(environment[render.CONTAINER_KEYCLOAK_REALM_VARIABLE])
     assert delivered == realm_file.read_text(encoding="utf-8")
     entrypoint = config["services"]["keycloak"]["volumes"][0]["source"]
-    assert entrypoint == str(profile.state_dir / render.KEYCLOAK_ENTRYPOINT_FILE)
+    assert entrypoint == str(profile.state_dir / StackLayout.KEYCLOAK_ENTRYPOINT)
 
 
 def test_the_issuer_keycloak_announces_is_the_one_mlflow_expects(sso):
@@ -132,7 +133,7 @@ def test_keycloak_has_its_own_database_in_the_stacks_postgres(sso):
     assert environment["KC_DB_URL"] == "jdbc:postgresql://postgres:5432/keycloak"
     assert environment["KC_DB_USERNAME"] == profile.db_user
     assert compose_literal(environment["KC_DB_PASSWORD"]) == secrets["MLFLOW_STACK_DB_PASSWORD"]
-    init_sql = (profile.state_dir / render.POSTGRES_INIT_SQL).read_text()
+    init_sql = (profile.state_dir / StackLayout.POSTGRES_INIT_SQL).read_text()
     assert f"CREATE DATABASE {keycloak_realm.DATABASE} OWNER {profile.db_user};" in init_sql
 
 
@@ -206,7 +207,7 @@ def load_secrets_of(profile):
 
 def test_the_entry_point_writes_the_realm_privately_and_drops_the_variable(sso, tmp_path):
     profile, _ = sso
-    realm_text = (profile.state_dir / render.KEYCLOAK_REALM_FILE).read_text(encoding="utf-8")
+    realm_text = (profile.state_dir / StackLayout.KEYCLOAK_REALM).read_text(encoding="utf-8")
     result, written = run_entrypoint(profile, tmp_path, realm_text)
     assert result.returncode == 0, result.stderr
     assert written.read_text(encoding="utf-8") == realm_text

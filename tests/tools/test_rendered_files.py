@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 from mlflow_stack import render
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import parse_env_file
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import render_profile
 from mlflow_stack.secrets import sendable_in_basic_auth
@@ -41,7 +42,7 @@ def render_with(stack_home, monkeypatch, profile_name="ci", **environ):
 @pytest.mark.parametrize("password", [p for p in HOSTILE_PASSWORDS if sendable_in_basic_auth(p)])
 def test_admin_password_round_trips_through_the_ini(stack_home, monkeypatch, password):
     profile = render_with(stack_home, monkeypatch, MLFLOW_STACK_ADMIN_PASSWORD=password)
-    for name in (render.AUTH_CONFIG_FILE, render.LOCAL_AUTH_CONFIG_FILE):
+    for name in (StackLayout.AUTH_CONFIG, StackLayout.LOCAL_AUTH_CONFIG):
         parser = configparser.ConfigParser()  # exactly what MLflow's read_auth_config does
         parser.read(profile.state_dir / name)
         assert parser["mlflow"]["admin_password"] == password
@@ -64,8 +65,8 @@ def test_db_password_round_trips_through_every_uri(stack_home, monkeypatch, pass
     assert compose_literal(postgres_env["POSTGRES_PASSWORD"]) == password
 
     uris = [compose_literal(mlflow_env["MLFLOW_BACKEND_STORE_URI"])]
-    uris.append(parse_env_file(state / render.LOCAL_MLFLOW_ENV_FILE)["MLFLOW_BACKEND_STORE_URI"])
-    for name in (render.AUTH_CONFIG_FILE, render.LOCAL_AUTH_CONFIG_FILE):
+    uris.append(parse_env_file(state / StackLayout.LOCAL_MLFLOW_ENV)["MLFLOW_BACKEND_STORE_URI"])
+    for name in (StackLayout.AUTH_CONFIG, StackLayout.LOCAL_AUTH_CONFIG):
         parser = configparser.ConfigParser()
         parser.read(state / name)
         uris.append(parser["mlflow"]["database_uri"])
@@ -83,7 +84,7 @@ def test_secret_key_reaches_compose_and_local_env_exactly(stack_home, monkeypatc
     config = json.loads(run_compose_config(profile.state_dir, "--format", "json"))
     compose_env = config["services"]["mlflow"]["environment"]
     assert compose_literal(compose_env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == password
-    local_env = parse_env_file(profile.state_dir / render.LOCAL_MLFLOW_ENV_FILE)
+    local_env = parse_env_file(profile.state_dir / StackLayout.LOCAL_MLFLOW_ENV)
     assert local_env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == password
 
 
@@ -104,7 +105,7 @@ def test_compose_file_says_what_the_stack_needs(stack_home, monkeypatch):
     # The auth config reaches the container's entry point in a variable, with the same bytes
     # as the rendered auth_config.ini, to be written into a tmpfs only the image's user reads.
     content = mlflow["environment"][render.CONTAINER_AUTH_CONFIG_VARIABLE]
-    assert compose_literal(content) == (profile.state_dir / render.AUTH_CONFIG_FILE).read_text()
+    assert compose_literal(content) == (profile.state_dir / StackLayout.AUTH_CONFIG).read_text()
     private = next(t for t in mlflow["tmpfs"] if t.startswith("/mlflow/config:"))
     assert (
         private == f"/mlflow/config:uid={render.CONTAINER_UID},gid={render.CONTAINER_UID},mode=0700"
@@ -121,7 +122,7 @@ def test_compose_file_says_what_the_stack_needs(stack_home, monkeypatch):
     secrets = parse_env_file(profile.state_dir / "secrets.env")
     assert secrets["MLFLOW_STACK_DB_PASSWORD"] not in " ".join(mlflow["command"])
     assert "--workers" in mlflow["command"]
-    sql = (profile.state_dir / render.POSTGRES_INIT_SQL).read_text()
+    sql = (profile.state_dir / StackLayout.POSTGRES_INIT_SQL).read_text()
     assert "CREATE DATABASE mlflow_auth OWNER mlflow;" in sql
 
 
@@ -134,7 +135,7 @@ def test_postgres_is_published_only_where_the_profile_says(stack_home, monkeypat
 
 def test_validate_catches_a_broken_compose_file(stack_home, monkeypatch):
     profile = render_with(stack_home, monkeypatch, "dev")
-    compose_file = profile.state_dir / render.COMPOSE_FILE
+    compose_file = profile.state_dir / StackLayout.COMPOSE_FILE
     compose_file.write_text(compose_file.read_text().replace('"mlflow-dev"', '"${UNSET_VAR}"'))
     with pytest.raises(StackError, match="variable is not set|invalid"):
         validate_profile(profile)
@@ -142,7 +143,7 @@ def test_validate_catches_a_broken_compose_file(stack_home, monkeypatch):
 
 def test_validate_catches_a_bad_ini(stack_home, monkeypatch):
     profile = render_with(stack_home, monkeypatch, "dev")
-    ini = profile.state_dir / render.AUTH_CONFIG_FILE
+    ini = profile.state_dir / StackLayout.AUTH_CONFIG
     ini.write_text(ini.read_text().replace("admin_password = ", "admin_password = 100% "))
     with pytest.raises(StackError, match="auth_config.ini is invalid"):
         validate_profile(profile)
@@ -151,7 +152,7 @@ def test_validate_catches_a_bad_ini(stack_home, monkeypatch):
 def test_validate_runs_compose_lint(stack_home, monkeypatch):
     profile = render_with(stack_home, monkeypatch, "dev")
     validate_profile(profile)  # every finding is fixed or justified in config/compose-lint.yml
-    compose_file = profile.state_dir / render.COMPOSE_FILE
+    compose_file = profile.state_dir / StackLayout.COMPOSE_FILE
     text = compose_file.read_text()
     compose_file.write_text(text.replace('"no-new-privileges:true"', '"no-new-privileges:false"'))
     with pytest.raises(StackError, match="compose-lint: docker-compose.yml: CL-0003"):

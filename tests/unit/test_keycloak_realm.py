@@ -10,6 +10,7 @@ import pytest
 from mlflow_stack import keycloak_realm, oidc_profile, render
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import parse_env_file
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import render_profile
 from mlflow_stack.secrets import Secrets
@@ -238,8 +239,8 @@ def test_the_keycloak_service_reaches_postgres_and_names_the_browser_issuer():
 def test_render_writes_the_realm_private_and_the_entry_point_without_secrets(stack_home):
     profile = sso()
     render_profile(profile)
-    realm_file = profile.state_dir / render.KEYCLOAK_REALM_FILE
-    entrypoint = profile.state_dir / render.KEYCLOAK_ENTRYPOINT_FILE
+    realm_file = profile.state_dir / StackLayout.KEYCLOAK_REALM
+    entrypoint = profile.state_dir / StackLayout.KEYCLOAK_ENTRYPOINT
     assert stat.S_IMODE(realm_file.stat().st_mode) == 0o600
     realm = json.loads(realm_file.read_text())
     stored = parse_env_file(profile.state_dir / "secrets.env")
@@ -249,7 +250,7 @@ def test_render_writes_the_realm_private_and_the_entry_point_without_secrets(sta
     )
     script = entrypoint.read_text()
     assert not any(value in script for value in stored.values())
-    init_sql = (profile.state_dir / render.POSTGRES_INIT_SQL).read_text()
+    init_sql = (profile.state_dir / StackLayout.POSTGRES_INIT_SQL).read_text()
     assert f"CREATE DATABASE {keycloak_realm.DATABASE} OWNER {profile.db_user};" in init_sql
 
 
@@ -257,4 +258,4 @@ def test_profiles_without_keycloak_render_no_keycloak_files(stack_home):
     profile = load_profile("ci", environ={})
     render_profile(profile)
     assert not (profile.state_dir / "keycloak").exists()
-    assert keycloak_realm.DATABASE not in (profile.state_dir / render.POSTGRES_INIT_SQL).read_text()
+    assert keycloak_realm.DATABASE not in profile.layout.postgres_init_sql.read_text()

@@ -1,6 +1,7 @@
 import json
 
 from mlflow_stack import launch
+from mlflow_stack.layout import StackLayout
 
 
 def test_remembered_start_keeps_references_not_secrets(tmp_path, monkeypatch):
@@ -13,7 +14,8 @@ def test_remembered_start_keeps_references_not_secrets(tmp_path, monkeypatch):
         launch.BOOT_ID: "per-start",
         launch.ADMIN_BOOTSTRAPPED: "true",
     }
-    target = tmp_path / launch.LAUNCH_FILE
+    target = StackLayout(tmp_path).mlflow_launch
+    target.parent.mkdir()
     launch.write_launch(target, "key-1", ["python", "-m", "uvicorn"], delta, environ)
     text = target.read_text()
     assert "s3cr" not in text and "k" * 40 not in text

@@ -8,11 +8,12 @@ import stat
 
 import pytest
 
-from mlflow_stack import oidc_local, oidc_profile
+from mlflow_stack import oidc_profile
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import parse_env_file
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
-from mlflow_stack.render import SUPERVISORD_CONF, render_profile
+from mlflow_stack.render import render_profile
 from mlflow_stack.runtime import check_service
 from mlflow_stack.runtime.local import LocalRuntime
 from mlflow_stack.secrets import load_secrets
@@ -32,7 +33,7 @@ def read_json(path):
 
 
 def test_the_config_has_the_profiles_clients_users_and_lifetimes(sso):
-    config = read_json(sso.state_dir / oidc_local.CONFIG_FILE)
+    config = read_json(sso.state_dir / StackLayout.OIDC_PROVIDER_CONFIG)
     secrets = load_secrets(sso)
     assert config["issuer"] == oidc_profile.issuer(sso, "local") == "http://127.0.0.1:15480"
     assert (config["host"], config["port"]) == ("127.0.0.1", 15480)
@@ -72,8 +73,8 @@ def test_the_config_has_the_profiles_clients_users_and_lifetimes(sso):
 
 
 def test_config_and_keys_are_private_and_the_keys_outlive_a_render(sso):
-    config_path = sso.state_dir / oidc_local.CONFIG_FILE
-    keys_path = sso.state_dir / oidc_local.KEYS_FILE
+    config_path = sso.state_dir / StackLayout.OIDC_PROVIDER_CONFIG
+    keys_path = sso.state_dir / StackLayout.OIDC_PROVIDER_KEYS
     for path in (config_path, keys_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     kid = read_json(config_path)["jwks"]["keys"][0]["kid"]
@@ -90,7 +91,7 @@ def test_config_and_keys_are_private_and_the_keys_outlive_a_render(sso):
 
 
 def test_a_damaged_key_file_is_refused_not_replaced(sso):
-    keys_path = sso.state_dir / oidc_local.KEYS_FILE
+    keys_path = sso.state_dir / StackLayout.OIDC_PROVIDER_KEYS
     keys_path.write_text("{}")
     with pytest.raises(StackError, match="delete it"):
         render_profile(load_profile("sso"))
@@ -98,27 +99,27 @@ def test_a_damaged_key_file_is_refused_not_replaced(sso):
 
 
 def test_supervisord_runs_it_without_a_secret_on_its_command_line(sso):
-    conf = (sso.state_dir / SUPERVISORD_CONF).read_text()
+    conf = (sso.state_dir / StackLayout.SUPERVISORD_CONF).read_text()
     assert "[program:oidc-provider]" in conf
     program = conf.split("[program:oidc-provider]")[1]
     command = program.split("command=", 1)[1].splitlines()[0]
     assert command.startswith("/usr/bin/env -i PATH=")
-    assert command.endswith(str(sso.state_dir / oidc_local.CONFIG_FILE))
+    assert command.endswith(str(sso.state_dir / StackLayout.OIDC_PROVIDER_CONFIG))
     assert f"{sso.state_dir}/logs/oidc-provider.log" in program
     assert "autorestart=true" in program
 
     secrets = list(parse_env_file(sso.state_dir / "secrets.env").values())
-    private_key = read_json(sso.state_dir / oidc_local.KEYS_FILE)["jwks"]["keys"][0]
-    secrets += [private_key["d"], *read_json(sso.state_dir / oidc_local.KEYS_FILE)["cookie_keys"]]
+    keys = read_json(sso.layout.oidc_provider_keys)
+    secrets += [keys["jwks"]["keys"][0]["d"], *keys["cookie_keys"]]
     assert not any(secret in conf for secret in secrets)
 
 
 def test_profiles_without_the_dev_provider_have_neither_program_nor_files(stack_home):
     profile = load_profile("ci")
     render_profile(profile)
-    assert "oidc-provider" not in (profile.state_dir / SUPERVISORD_CONF).read_text()
-    assert not (profile.state_dir / oidc_local.CONFIG_FILE).exists()
-    assert not (profile.state_dir / oidc_local.KEYS_FILE).exists()
+    assert "oidc-provider" not in (profile.state_dir / StackLayout.SUPERVISORD_CONF).read_text()
+    assert not (profile.state_dir / StackLayout.OIDC_PROVIDER_CONFIG).exists()
+    assert not (profile.state_dir / StackLayout.OIDC_PROVIDER_KEYS).exists()
 
 
 def test_only_the_local_runtime_of_the_sso_profile_knows_the_service(sso):

@@ -8,6 +8,7 @@ from sqlalchemy.engine import make_url
 from mlflow_stack import render
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import parse_env_file
+from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import render_profile
 from mlflow_stack.validate import read_auth_config
@@ -37,13 +38,13 @@ def render_with(stack_home, monkeypatch, profile_name="ci", **environ):
 
 def test_auth_config_has_every_key_mlflow_reads(stack_home, monkeypatch):
     profile = render_with(stack_home, monkeypatch, "demo")
-    section = read_auth_config(profile.state_dir / render.AUTH_CONFIG_FILE)["mlflow"]
+    section = read_auth_config(profile.state_dir / StackLayout.AUTH_CONFIG)["mlflow"]
     assert section["default_permission"] == "NO_PERMISSIONS"
     assert section["admin_username"] == "admin"
     assert section["authorization_function"] == render.AUTHORIZATION_FUNCTION
     assert make_url(section["database_uri"]).database == "mlflow_auth"
     assert make_url(section["database_uri"]).host == "postgres"
-    local = read_auth_config(profile.state_dir / render.LOCAL_AUTH_CONFIG_FILE)["mlflow"]
+    local = read_auth_config(profile.state_dir / StackLayout.LOCAL_AUTH_CONFIG)["mlflow"]
     assert make_url(local["database_uri"]).host == "127.0.0.1"
     assert make_url(local["database_uri"]).port == profile.postgres_port
     for key in (
@@ -54,10 +55,12 @@ def test_auth_config_has_every_key_mlflow_reads(stack_home, monkeypatch):
         assert key in section
 
 
-def test_rendering_twice_gives_identical_bytes(stack_home, monkeypatch):
-    profile = render_with(stack_home, monkeypatch, "ci")
+@pytest.mark.parametrize("name", ["dev", "ci", "demo", "sso"])
+def test_rendering_twice_gives_identical_bytes(stack_home, monkeypatch, name):
+    # The first render makes the secrets and the sso provider's keys; the second reads them.
+    profile = render_with(stack_home, monkeypatch, name)
     first = {p: p.read_bytes() for p in profile.state_dir.rglob("*") if p.is_file()}
-    render_profile(load_profile("ci"))
+    render_profile(load_profile(name))
     second = {p: p.read_bytes() for p in profile.state_dir.rglob("*") if p.is_file()}
     assert first == second
 
@@ -66,10 +69,10 @@ def test_files_with_secrets_are_private(stack_home, monkeypatch):
     profile = render_with(stack_home, monkeypatch, "ci")
     private = {
         "secrets.env",
-        render.COMPOSE_FILE,
-        render.AUTH_CONFIG_FILE,
-        render.LOCAL_AUTH_CONFIG_FILE,
-        render.LOCAL_MLFLOW_ENV_FILE,
+        StackLayout.COMPOSE_FILE,
+        StackLayout.AUTH_CONFIG,
+        StackLayout.LOCAL_AUTH_CONFIG,
+        StackLayout.LOCAL_MLFLOW_ENV,
     }
     secrets = parse_env_file(profile.state_dir / "secrets.env").values()
     for path in profile.state_dir.rglob("*"):
