@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mlflow_stack.errors import StackError
 from mlflow_stack.runtime.compose import engine_answers
-from mlflow_stack.runtime.processes import process_alive
+from mlflow_stack.runtime.processes import children_of, process_alive, start_time
 
 START_VARIABLE = "MLFLOW_STACK_START_ENGINE"
 PACKAGES = ("docker.io", "debootstrap")
@@ -120,30 +120,6 @@ def start_dockerd(extra_args: tuple[str, ...] = ()) -> StartedEngine:
             raise StackError(f"dockerd {reason}: see {log_path}")
         time.sleep(0.5)
     return engine
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name (which may hold spaces and parentheses)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def start_time(pid: int) -> str | None:
-    """When the process started, in clock ticks since boot: tells a reused pid."""
-    fields = _stat_fields(pid)
-    return fields[19] if fields else None
-
-
-def children_of(pid: int) -> list[tuple[int, str]]:
-    """(pid, start time) of each process whose parent is `pid`."""
-    children = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        fields = _stat_fields(int(entry.name))
-        if fields and int(fields[1]) == pid:
-            children.append((int(entry.name), fields[19]))
-    return children
 
 
 def reap(pid: int) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_stack.layout import StackLayout
+from mlflow_stack.runtime.processes import group_members
 
 # Per start, not per configuration: a fresh one for every exec.
 BOOT_ID = "_MLFLOW_SERVER_BOOT_ID"
@@ -41,20 +42,6 @@ ADMIN_BOOTSTRAPPED = "_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED"
 # Our environment variables holding secrets: MLflow copies them into others (the store URI
 # into MLFLOW_TRACKING_URI, …), which are remembered as references to these.
 SECRET_SOURCES = ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_FLASK_SERVER_SECRET_KEY")
-
-
-def group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
 
 
 def end_group(pgid: int, grace_seconds: float = 10) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow_stack import paths
+from mlflow_stack.runtime.processes import descendants
 
 SDK_CLIENT = Path(__file__).parent / "integration" / "sdk_client.py"
 
@@ -109,7 +110,7 @@ class Stack:
                 continue
             if marker in cmdline:
                 owners.append(int(entry.name))
-        return sorted(set(owners) | set(children_of(owners)))
+        return sorted(set(owners) | set(descendants(owners)))
 
     def kill_everything(self) -> list[int]:
         pids = self.processes()
@@ -117,22 +118,6 @@ class Stack:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return pids
-
-
-def children_of(parents: list[int]) -> list[int]:
-    found: list[int] = []
-    wanted = set(parents)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid in wanted:
-            found.append(int(entry.name))
-    return found + (children_of(found) if found else [])
 
 
 def make_stack(integration_home, profile: str) -> Stack:

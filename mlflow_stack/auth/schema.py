@@ -1,9 +1,10 @@
 """The tables we add to MLflow's auth database, and their idempotent creation.
 
 Access tokens, single-sign-on identities and browser sessions live next to MLflow's own
-``users`` table and reference it with ``ON DELETE CASCADE``: when MLflow deletes a user, the
-database deletes that user's tokens, identities and sessions in the same statement, so nothing
-of ours can keep a deleted user alive (and MLflow's delete is never blocked by our keys).
+``users`` table and reference it: when MLflow deletes a user, the database deletes that user's
+tokens and sessions in the same statement (``ON DELETE CASCADE``) and marks its identity as
+deleted (``ON DELETE SET NULL``), so nothing of ours can keep a deleted user alive (and MLflow's
+delete is never blocked by our keys).
 """
 
 from __future__ import annotations
@@ -54,14 +55,15 @@ SESSIONS_TABLE_NAME = "mlflow_stack_sessions"
 
 # An OpenID Provider's user, bound to the MLflow user made for it at first sign-in: by
 # (issuer, subject), never by name, so an IdP user called like a local one gets a user of its
-# own.
+# own. When an admin deletes that MLflow user the row stays, its user_id NULL: the identity is
+# refused from then on (browser and bearer tokens alike) instead of getting a new user.
 identities = sa.Table(
     IDENTITIES_TABLE_NAME,
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("issuer", sa.String(512), nullable=False),
     sa.Column("subject", sa.String(255), nullable=False),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("issuer", "subject", name="uq_mlflow_stack_identities_issuer_subject"),

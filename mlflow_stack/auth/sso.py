@@ -26,7 +26,7 @@ from mlflow_stack.auth.auth_db import AuthDatabaseUnavailable
 from mlflow_stack.auth.idp import Provider, ProviderUnavailable
 from mlflow_stack.auth.jwt_access import KeysUnavailable, TokenRefused, verify_id_token
 from mlflow_stack.auth.oidc_config import OidcConfig
-from mlflow_stack.auth.sso_store import SsoStore
+from mlflow_stack.auth.sso_store import IdentityDeleted, SsoStore
 from mlflow_stack.auth.token_format import utcnow
 
 _logger = logging.getLogger(__name__)
@@ -172,14 +172,17 @@ class BrowserLogin:
         if self.config.admin_group:
             make_admin = self.config.admin_group in identity.groups
         now = utcnow()
-        username, _ = self.store.bind_identity(
-            identity.issuer,
-            identity.subject,
-            identity.username,
-            now,
-            reserved=frozenset({self.config.profile_admin}),
-            make_admin=make_admin,
-        )
+        try:
+            username, _ = self.store.bind_identity(
+                identity.issuer,
+                identity.subject,
+                identity.username,
+                now,
+                reserved=frozenset({self.config.profile_admin}),
+                make_admin=make_admin,
+            )
+        except IdentityDeleted:
+            return _page(403, "Not allowed", "An MLflow admin removed your account here.")
         session = self.store.create_session(
             username, timedelta(seconds=self.config.session_seconds), now, tokens["id_token"]
         )

@@ -17,7 +17,7 @@ from mlflow_stack.auth.idp import Provider
 from mlflow_stack.auth.jwt_access import TokenRefused, verify_access_token
 from mlflow_stack.auth.oidc_config import OidcConfig, oidc_config
 from mlflow_stack.auth.sso import SESSION_COOKIE, is_logout_mark
-from mlflow_stack.auth.sso_store import SsoStore
+from mlflow_stack.auth.sso_store import IdentityDeleted, SsoStore
 from mlflow_stack.auth.token_format import utcnow
 
 
@@ -68,15 +68,18 @@ def authenticate_jwt(token: str, sso: SingleSignOn) -> Authorization | None:
     make_admin = None
     if config.admin_from_tokens and config.admin_group:
         make_admin = config.admin_group in verified.groups
-    known = sso.store.identity_user(verified.issuer, verified.subject)
-    if known is not None and (make_admin is None or make_admin == known[1]):
-        return Authorization("bearer", {"username": known[0]})
-    username, _ = sso.store.bind_identity(
-        verified.issuer,
-        verified.subject,
-        verified.username,
-        utcnow(),
-        reserved=frozenset({config.profile_admin}),
-        make_admin=make_admin,
-    )
+    try:
+        known = sso.store.identity_user(verified.issuer, verified.subject)
+        if known is not None and (make_admin is None or make_admin == known[1]):
+            return Authorization("bearer", {"username": known[0]})
+        username, _ = sso.store.bind_identity(
+            verified.issuer,
+            verified.subject,
+            verified.username,
+            utcnow(),
+            reserved=frozenset({config.profile_admin}),
+            make_admin=make_admin,
+        )
+    except IdentityDeleted:
+        return None
     return Authorization("bearer", {"username": username})

@@ -38,12 +38,17 @@ _SELECT_SESSION = (
     .join(users, users.c.id == sessions.c.user_id)
     .where(sessions.c.session_hash == sa.bindparam("session_hash"))
 )
+# An outer join: an identity whose user was deleted is a row with no user.
 _SELECT_IDENTITY = (
     sa.select(users.c.id, users.c.username, users.c.is_admin)
-    .join(identities, identities.c.user_id == users.c.id)
+    .select_from(identities.outerjoin(users, identities.c.user_id == users.c.id))
     .where(identities.c.issuer == sa.bindparam("issuer"))
     .where(identities.c.subject == sa.bindparam("subject"))
 )
+
+
+class IdentityDeleted(Exception):
+    """An admin deleted the MLflow user of this identity: it stays refused."""
 
 
 def session_hash(value: str) -> str:
@@ -93,7 +98,11 @@ class SsoStore:
             return None
         key = {"issuer": issuer, "subject": subject}
         row = self._database.run(lambda conn: conn.execute(_SELECT_IDENTITY, key).first())
-        return None if row is None else (row.username, bool(row.is_admin))
+        if row is None:
+            return None
+        if row.id is None:
+            raise IdentityDeleted(subject)
+        return row.username, bool(row.is_admin)
 
     def _bind(
         self,
@@ -127,6 +136,8 @@ class SsoStore:
                     )
                 )
                 return username, bool(make_admin)
+            if row.id is None:
+                raise IdentityDeleted(subject)
             user_id, username, is_admin = row.id, row.username, bool(row.is_admin)
             if make_admin is not None and make_admin != is_admin:
                 conn.execute(

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from mlflow_stack.runtime.processes import descendants
 from tests.integration.load_client import MetricLoad, check_nothing_acknowledged_was_lost
-from tests.stacks import Stack, children_of, make_stack
+from tests.stacks import Stack, make_stack
 
 RECOVERY_TIMEOUT = 120.0
 TMPFS_SIZE = "2m"
@@ -111,7 +112,7 @@ def mlflow_pid(stack: Stack) -> int:
 
 def worker_pids(server_pid: int) -> list[int]:
     """The server's worker processes (uvicorn with --workers > 1 spawns them as children)."""
-    return [pid for pid in children_of([server_pid]) if alive(pid)]
+    return [pid for pid in descendants([server_pid]) if alive(pid)]
 
 
 def is_uvicorn(pid: int) -> bool:

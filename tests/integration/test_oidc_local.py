@@ -85,7 +85,8 @@ def test_env_oidc_gives_a_token_for_the_api_naming_the_machine(sso_stack):
     verified = verify(sso_stack, values["MLFLOW_TRACKING_TOKEN"])
     assert verified.username == values["MLFLOW_TRACKING_USERNAME"]
     assert verified.username == "service-account-mlflow-machine"
-    assert verified.groups == ()
+    # The machine client is in the login group, which gates machine tokens as it gates people.
+    assert verified.groups == ("mlflow-users",)
     assert verified.expires_at - verified.claims["iat"] == TOKEN_SECONDS
 
 

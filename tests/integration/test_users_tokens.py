@@ -73,7 +73,7 @@ def admin_auth(admin_env: dict[str, str]) -> tuple[str, str]:
 def auth_database_url(stack: Stack) -> str:
     profile = load_profile(stack.profile, environ=stack.env)
     stored = parse_env_file(stack.state_dir / "secrets.env")
-    secrets = Secrets(**{name: stored[var] for name, var in ENV_VARS.items()})
+    secrets = Secrets(**{name: stored[var] for name, var in ENV_VARS.items() if var in stored})
     return database_uri(profile, secrets, "127.0.0.1", profile.postgres_port, profile.auth_database)
 
 

@@ -16,6 +16,7 @@ from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import render_profile
 from mlflow_stack.validate import run_compose_config
+from tests.rendering import compose_literal
 
 HOSTILE = [
     "p%a$s@w:o/r#d'\"; ü ${X}",
@@ -23,11 +24,6 @@ HOSTILE = [
     "quote'single\"double`back\\slash",
     "${MLFLOW_STACK_DB_PASSWORD:-x} $HOME %",
 ]
-
-
-def compose_literal(canonical: str) -> str:
-    """The value a container gets: `config` prints the canonical form, every '$' as '$$'."""
-    return canonical.replace("$$", "$")
 
 
 def rendered(name: str):

@@ -11,32 +11,9 @@ from mlflow_stack import render
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import parse_env_file
 from mlflow_stack.layout import StackLayout
-from mlflow_stack.profile import load_profile
-from mlflow_stack.render import render_profile
 from mlflow_stack.secrets import sendable_in_basic_auth
 from mlflow_stack.validate import run_compose_config, validate_profile
-
-HOSTILE_PASSWORDS = [
-    "p%a$s@w:o/r#d'\"; ü ${X}",
-    "$$dollar$ and %(percent)s and %%",
-    "at@sign/slash?query#frag&amp=1+plus",
-    "quote'single\"double`back\\slash",
-    "${MLFLOW_STACK_DB_PASSWORD:-x} $HOME %",
-    "unicode ü漢字🙂 [brackets] {braces} ; semicolon = equals",
-]
-
-
-def compose_literal(canonical: str) -> str:
-    """The value a container gets: `config` prints the canonical form, every '$' as '$$'."""
-    return canonical.replace("$$", "$")
-
-
-def render_with(stack_home, monkeypatch, profile_name="ci", **environ):
-    for key, value in environ.items():
-        monkeypatch.setenv(key, value)
-    profile = load_profile(profile_name)
-    render_profile(profile)
-    return profile
+from tests.rendering import HOSTILE_PASSWORDS, compose_literal, render_with
 
 
 @pytest.mark.parametrize("password", [p for p in HOSTILE_PASSWORDS if sendable_in_basic_auth(p)])

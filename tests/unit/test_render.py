@@ -12,28 +12,7 @@ from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import render_profile
 from mlflow_stack.validate import read_auth_config
-
-HOSTILE_PASSWORDS = [
-    "p%a$s@w:o/r#d'\"; ü ${X}",
-    "$$dollar$ and %(percent)s and %%",
-    "at@sign/slash?query#frag&amp=1+plus",
-    "quote'single\"double`back\\slash",
-    "${MLFLOW_STACK_DB_PASSWORD:-x} $HOME %",
-    "unicode ü漢字🙂 [brackets] {braces} ; semicolon = equals",
-]
-
-
-def compose_literal(canonical: str) -> str:
-    """The value a container gets: `config` prints the canonical form, every '$' as '$$'."""
-    return canonical.replace("$$", "$")
-
-
-def render_with(stack_home, monkeypatch, profile_name="ci", **environ):
-    for key, value in environ.items():
-        monkeypatch.setenv(key, value)
-    profile = load_profile(profile_name)
-    render_profile(profile)
-    return profile
+from tests.rendering import render_with
 
 
 def test_auth_config_has_every_key_mlflow_reads(stack_home, monkeypatch):

@@ -231,3 +231,40 @@ def test_with_passwords_off_only_the_profiles_admin_keeps_one(app, store, monkey
         assert hook.authenticate().status_code == 401
     with app.test_request_context("/api/2.0/mlflow/experiments/search", headers=basic("admin")):
         assert hook.authenticate().username == "admin"
+
+
+def delete_user(store: SsoStore, username: str) -> None:
+    with store._database.engine().begin() as conn:
+        conn.execute(sa.delete(users).where(users.c.username == username))
+
+
+def test_an_identity_whose_user_an_admin_deleted_stays_refused(store):
+    from mlflow_stack.auth.sso_store import IdentityDeleted
+
+    assert bind(store, "sub-z", "zoe") == ("zoe", False)
+    delete_user(store, "zoe")
+    with pytest.raises(IdentityDeleted):
+        bind(store, "sub-z", "zoe")
+    with pytest.raises(IdentityDeleted):
+        store.identity_user(ISSUER, "sub-z")
+    assert store.user("zoe") is None  # no new user was made for it
+
+
+def test_a_bearer_jwt_of_a_deleted_user_is_refused(store, monkeypatch):
+    context = sso_auth.SingleSignOn(CONFIG, FakeProvider(), store)  # type: ignore[arg-type]
+    verified = VerifiedToken("sub-y", "yan", ("mlflow-users",), ISSUER, 0, {})
+    monkeypatch.setattr(sso_auth, "verify_access_token", lambda token, settings, keys: verified)
+    assert sso_auth.authenticate_jwt("a.jwt.token", context).username == "yan"
+    delete_user(store, "yan")
+    assert sso_auth.authenticate_jwt("a.jwt.token", context) is None
+    assert store.user("yan") is None
+
+
+def test_a_browser_login_of_a_deleted_user_is_refused(app, login, store):
+    login.provider.identity = VerifiedToken("sub-x", "xia", ("mlflow-users",), ISSUER, 0, {})
+    state, _, cookie = start(app, login)
+    assert callback(app, login, state, cookie).status_code == 302
+    delete_user(store, "xia")
+    state, _, cookie = start(app, login)
+    refused = callback(app, login, state, cookie)
+    assert refused.status_code == 403 and store.user("xia") is None

@@ -53,3 +53,16 @@ def test_a_postmaster_that_does_not_go_away_is_an_error(runtime, monkeypatch):
     with pytest.raises(StackError, match=r"PostgreSQL server \(pid 31337\) .* still exiting"):
         cluster.start()
     assert started == []
+
+
+def test_the_process_tree_helper_finds_children_and_groups_of_this_process():
+    import os
+
+    from mlflow_stack.runtime import processes
+
+    me = os.getpid()
+    parent = os.getppid()
+    assert me in [pid for pid, _ in processes.children_of(parent)]
+    assert me in processes.descendants([parent])
+    assert me not in processes.group_members(os.getpgid(me))  # itself left out
+    assert processes.start_time(me) == processes.stat_fields(me)[19]
