@@ -70,6 +70,7 @@ class Profile:
     keycloak_memory_limit: str
     cpu_limit: str
     ca_bundle: str
+    compose_project: str
     guide_container_names: bool
     # Local runtime
     postgres_bin_dir: str
@@ -96,6 +97,11 @@ class Profile:
     # Secrets
     secrets_mode: str
     refuse_default_passwords: bool
+
+    @property
+    def compose_project_name(self) -> str:
+        """The Compose project of this profile's stack: compose_project, else mlflow-<name>."""
+        return self.compose_project or f"mlflow-{self.name}"
 
     @property
     def state_dir(self) -> Path:
@@ -206,6 +212,12 @@ def _validate_oidc(name: str, settings: dict[str, Any]) -> None:
 
 
 def _validate(name: str, settings: dict[str, Any]) -> None:
+    project = settings["compose_project"]
+    if project and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", project):
+        raise StackError(
+            f"profile {name}: compose_project {project!r} must be lower-case letters, digits, "
+            "'-' and '_' (Compose's rule for project names)"
+        )
     for key in PORT_KEYS:
         port = settings[key]
         if not 1 <= port <= 65535:

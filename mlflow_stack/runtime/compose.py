@@ -36,7 +36,7 @@ POSTGRES_PORT_IN_NETWORK = 5432
 
 
 def project_name(profile: Profile) -> str:
-    return f"mlflow-{profile.name}"
+    return profile.compose_project_name
 
 
 def docker_binary() -> str:

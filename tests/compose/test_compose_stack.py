@@ -1,8 +1,8 @@
 """The compose runtime on a real Docker engine: start, smoke, survive, back up, harden.
 
 Every test drives `invoke` in a subprocess, as a user would, against stacks on free ports in a
-scratch MLFLOW_STACK_HOME; compose project names are the profiles' own (mlflow-ci, …), so the
-tier refuses to run beside a stack of the same name that it did not start.
+scratch MLFLOW_STACK_HOME, each in a Compose project of its own (compose_project), so the tier
+never touches a user's stack or volumes of the same profile on the same engine.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 import requests
@@ -34,14 +35,17 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return result
 
 
+def project(stack: Stack) -> str:
+    return stack.env["MLFLOW_STACK_COMPOSE_PROJECT"]
+
+
 def compose_stack(tmp_path_factory, profile: str, **environment: str) -> Stack:
-    if docker("ps", "-aq", "--filter", f"label=com.docker.compose.project=mlflow-{profile}").stdout:
-        pytest.fail(f"a compose project mlflow-{profile} exists already on this engine: remove it")
     home = tmp_path_factory.mktemp(f"compose-{profile}")
     stack = Stack(profile, home, base_environment(home), runtime="docker")
     stack.env.update(
         MLFLOW_STACK_MLFLOW_PORT=str(free_port()),
         MLFLOW_STACK_POSTGRES_PORT=str(free_port()),
+        MLFLOW_STACK_COMPOSE_PROJECT=f"mlflow-test-{profile}-{uuid.uuid4().hex[:6]}",
         **environment,
     )
     bundle = host_ca_bundle()
@@ -55,7 +59,7 @@ def container_id(stack: Stack, service: str) -> str:
         "ps",
         "-q",
         "--filter",
-        f"label=com.docker.compose.project=mlflow-{stack.profile}",
+        f"label=com.docker.compose.project={project(stack)}",
         "--filter",
         f"label=com.docker.compose.service={service}",
     ).stdout.split()
@@ -234,7 +238,7 @@ def test_db_and_token_tasks_work_without_a_published_postgres(ci):
         requests.post(url, json={"max_results": 10}, headers=bearer, timeout=30).status_code == 401
     )
     # No relay container outlives a task.
-    assert not docker("ps", "-aq", "--filter", "name=mlflow-ci-db-relay").stdout.strip()
+    assert not docker("ps", "-aq", "--filter", f"name={project(ci)}-db-relay").stdout.strip()
 
 
 def test_logs_and_restart_of_one_service(ci):
@@ -309,7 +313,9 @@ def test_backup_clean_volumes_up_restore(ci, tmp_path):
     assert backup.stat().st_mode & 0o777 == 0o600
 
     ci.invoke("clean", "--volumes", "--yes", timeout=300)
-    volumes = docker("volume", "ls", "-q", "--filter", "label=com.docker.compose.project=mlflow-ci")
+    volumes = docker(
+        "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project(ci)}"
+    )
     assert not volumes.stdout.strip(), volumes.stdout
     ci.invoke("up", "--runtime", "docker", timeout=600)
     with pytest.raises(AssertionError):

@@ -140,3 +140,14 @@ def test_a_base_toml_that_lacks_a_key_is_a_clear_error(profiles):
     base.write_text(base.read_text().replace('ca_bundle = ""', ""))
     with pytest.raises(StackError, match=r"base\.toml: missing ca_bundle"):
         load_profile("ci", environ={}, profiles_dir=profiles)
+
+
+def test_the_compose_project_is_mlflow_profile_unless_the_profile_names_one(
+    stack_home, monkeypatch
+):
+    assert load_profile("ci").compose_project_name == "mlflow-ci"
+    monkeypatch.setenv("MLFLOW_STACK_COMPOSE_PROJECT", "mlflow-test-ci-1a2b3c")
+    assert load_profile("ci").compose_project_name == "mlflow-test-ci-1a2b3c"
+    monkeypatch.setenv("MLFLOW_STACK_COMPOSE_PROJECT", "Not Valid!")
+    with pytest.raises(StackError, match="compose_project 'Not Valid!' must be lower-case"):
+        load_profile("ci")
