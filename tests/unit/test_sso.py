@@ -268,3 +268,24 @@ def test_a_browser_login_of_a_deleted_user_is_refused(app, login, store):
     state, _, cookie = start(app, login)
     refused = callback(app, login, state, cookie)
     assert refused.status_code == 403 and store.user("xia") is None
+
+
+def test_a_jwt_when_no_signing_keys_can_be_had_is_503_not_401(app, store, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from mlflow_stack.auth.jwt_access import KeysUnavailable
+
+    class ProviderWithoutKeys(FakeProvider):
+        def keys(self) -> object:
+            raise KeysUnavailable("the JWKS endpoint does not answer and no key is cached")
+
+    context = sso_auth.SingleSignOn(CONFIG, ProviderWithoutKeys(), store)  # type: ignore[arg-type]
+    monkeypatch.setattr(sso_auth, "_context", [context])
+    monkeypatch.setattr(hook, "_database", store._database)
+    headers = {"Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.e30.c2ln"}
+    with (
+        app.test_request_context("/api/2.0/mlflow/experiments/search", headers=headers),
+        pytest.raises(MlflowException) as raised,
+    ):
+        hook.authenticate()
+    assert raised.value.get_http_status_code() == 503
