@@ -1,4 +1,5 @@
-"""MLflow ``authorization_function``: personal access tokens (Bearer) and basic auth.
+"""MLflow ``authorization_function``: basic auth, the project's access tokens (Bearer mlst_…)
+and, where the profile has single sign-on, browser sessions and the provider's JWTs.
 
 auth_config.ini::
 
@@ -187,11 +188,9 @@ def _authenticate_bearer(req: Request, token: str) -> Authorization | None:
     _database.record_token_use(stored, now)
     # Acts as its owner: MLflow only reads .username from what we return. The token
     # itself is left out so it cannot end up in a log line through this object.
+    # `_authenticate` also shows it as request.authorization: a few MLflow handlers (e.g. the
+    # ones submitting scorer/evaluation jobs) read its username directly.
     authorization = Authorization("bearer", {"username": stored.username})
-    # A few MLflow handlers (e.g. the ones submitting scorer/evaluation jobs) read
-    # ``request.authorization.username`` directly instead of asking the hook; for a
-    # Bearer header werkzeug's parse has no username, so show them the owner instead.
-    req.authorization = authorization
     return authorization
 
 
