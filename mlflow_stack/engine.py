@@ -144,7 +144,10 @@ def terminate(pid: int, timeout: float) -> None:
         while time.monotonic() < deadline:
             if not process_alive(pid):
                 reap(pid)
-                return
+                # A multithreaded process shows its leader as a zombie while other threads
+                # still exit, and cannot be collected yet: wait until our child really is.
+                if pid not in _STARTED:
+                    return
             time.sleep(0.2)
 
 
