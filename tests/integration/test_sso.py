@@ -174,17 +174,27 @@ def test_next_never_leaves_the_server(sso):
     assert flow and "evil" not in answer.headers["Location"]
 
 
-def oidc_env(stack: Stack) -> dict[str, str]:
-    exported = stack.invoke("env", "--oidc").stdout
+def oidc_env(stack: Stack, *flags: str) -> dict[str, str]:
+    """What `eval "$(invoke env --oidc FLAGS)"` would put into a shell."""
+    exported = stack.invoke("env", "--oidc", *flags).stdout
     env = dict(stack.env)
     for line in exported.splitlines():
         if line.startswith("export "):
             key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = value.strip("'")
+            env[key] = shlex.split(value)[0]
         elif line.startswith("unset "):
             for key in line.split()[1:]:
                 env.pop(key, None)
     return env
+
+
+def run_sdk(env: dict[str, str], script: str, timeout: float = 120) -> dict:
+    """A script of the real MLflow SDK; returns the JSON it prints last."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_a_client_credentials_token_works_with_the_mlflow_sdk(sso):
@@ -198,11 +208,7 @@ def test_a_client_credentials_token_works_with_the_mlflow_sdk(sso):
         "    mlflow.log_metric('m', 1.0)\n"
         "print(json.dumps(mlflow.get_run(run.info.run_id).data.tags))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    tags = json.loads(result.stdout.strip().splitlines()[-1])
+    tags = run_sdk(env, script)
     assert tags["mlflow.user"] == env["MLFLOW_TRACKING_USERNAME"]
 
 
@@ -221,12 +227,7 @@ def test_a_tampered_or_unsigned_token_is_refused_as_a_bearer(sso):
 
 
 def test_the_auth_provider_keeps_a_run_logging_across_three_token_lifetimes(sso):
-    exported = sso.invoke("env", "--oidc", "--auth-provider").stdout
-    env = dict(sso.env)
-    for line in exported.splitlines():
-        if line.startswith("export "):
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = shlex.split(value)[0]
+    env = oidc_env(sso, "--auth-provider")
     assert env["MLFLOW_TRACKING_AUTH"] == "mlflow-stack-oidc" and "MLFLOW_TRACKING_TOKEN" not in env
     seconds = 3 * TOKEN_SECONDS + 5
     script = (
@@ -239,11 +240,7 @@ def test_the_auth_provider_keeps_a_run_logging_across_three_token_lifetimes(sso)
         "history = mlflow.MlflowClient().get_metric_history(run.info.run_id, 'loss')\n"
         "print(json.dumps({'steps': len(history), 'user': run.info.user_id}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    outcome = run_sdk(env, script, timeout=300)
     assert outcome == {"steps": seconds, "user": env["MLFLOW_TRACKING_USERNAME"]}
 
 
