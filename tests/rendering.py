@@ -29,3 +29,13 @@ def render_with(stack_home, monkeypatch, profile_name: str = "ci", **environ: st
     profile = load_profile(profile_name)
     render_profile(profile)
     return profile
+
+
+def service_argv(service: dict) -> str:
+    """A compose service's command, entrypoint and healthcheck, as one string to search."""
+    argv: list[str] = []
+    for key in ("command", "entrypoint"):
+        value = service.get(key) or []
+        argv += [value] if isinstance(value, str) else list(value)
+    argv += list((service.get("healthcheck") or {}).get("test") or [])
+    return "\0".join(argv)

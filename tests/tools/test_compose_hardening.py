@@ -19,6 +19,7 @@ from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import render_profile
 from mlflow_stack.validate import run_compose_config
+from tests.rendering import service_argv
 
 PROFILES = ("dev", "ci", "demo")
 # Where each service keeps data that must outlive its container.
@@ -137,12 +138,7 @@ def test_no_secret_in_any_command_entrypoint_or_healthcheck(stack):
     profile, config = stack
     secrets = secret_values(profile)
     for name, service in config["services"].items():
-        argv = []
-        for key in ("command", "entrypoint"):
-            value = service.get(key) or []
-            argv += [value] if isinstance(value, str) else list(value)
-        argv += list((service.get("healthcheck") or {}).get("test") or [])
-        joined = "\0".join(argv)
+        joined = service_argv(service)
         for secret in secrets:
             assert secret not in joined, f"a secret is on the command line of {name}"
 

@@ -16,7 +16,7 @@ from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import render_profile
 from mlflow_stack.validate import run_compose_config
-from tests.rendering import compose_literal
+from tests.rendering import compose_literal, service_argv
 
 HOSTILE = [
     "p%a$s@w:o/r#d'\"; ü ${X}",
@@ -138,12 +138,7 @@ def test_no_secret_in_any_command_entrypoint_or_healthcheck(sso):
     secrets = [v for v in parse_env_file(profile.state_dir / "secrets.env").values() if v]
     assert len(secrets) >= 6
     for name, service in config["services"].items():
-        argv = []
-        for key in ("command", "entrypoint"):
-            value = service.get(key) or []
-            argv += [value] if isinstance(value, str) else list(value)
-        argv += list((service.get("healthcheck") or {}).get("test") or [])
-        joined = "\0".join(argv)
+        joined = service_argv(service)
         for secret in secrets:
             assert secret not in joined, f"a secret is on the command line of {name}"
 
