@@ -1,8 +1,8 @@
 """mlflow-stack tasks: `invoke --list` shows them, `invoke --help TASK` shows a task's flags."""
 
-from invoke import Collection, task
+from invoke import Collection
 
-from mlflow_stack.cli import seconds, user_errors, whole_number
+from mlflow_stack.cli import seconds, stack_task, whole_number
 
 PROFILE = "profile name: dev, ci, demo, sso (config/profiles/); default dev"
 RUNTIME = (
@@ -12,13 +12,12 @@ SERVICE = "one service: postgres, mlflow, or oidc-provider where the stack runs 
 YES = "do not ask for confirmation (required without a terminal)"
 
 
-@task(
+@stack_task(
     help={
         "profile": PROFILE,
         "check": "also validate the files: compose config -q, MLflow's INI parsing, hadolint",
     }
 )
-@user_errors
 def render(c, profile="dev", check=False):
     """Render a profile into .stack/<profile>/ (compose file, auth_config.ini, local configs)."""
     from mlflow_stack.cli import lifecycle
@@ -26,8 +25,7 @@ def render(c, profile="dev", check=False):
     lifecycle.render(profile, check=check)
 
 
-@task(help={"profile": PROFILE})
-@user_errors
+@stack_task(help={"profile": PROFILE})
 def validate(c, profile="dev"):
     """Validate a profile's rendered files without rendering them again."""
     from mlflow_stack.cli import lifecycle
@@ -35,8 +33,7 @@ def validate(c, profile="dev"):
     lifecycle.validate(profile)
 
 
-@task(help={"profile": PROFILE, "runtime": RUNTIME})
-@user_errors
+@stack_task(help={"profile": PROFILE, "runtime": RUNTIME})
 def up(c, profile="dev", runtime="auto"):
     """Render and start a profile's stack, wait until healthy, print URL and credentials."""
     from mlflow_stack.cli import lifecycle
@@ -44,8 +41,7 @@ def up(c, profile="dev", runtime="auto"):
     lifecycle.up(profile, runtime)
 
 
-@task(help={"profile": PROFILE, "runtime": RUNTIME})
-@user_errors
+@stack_task(help={"profile": PROFILE, "runtime": RUNTIME})
 def down(c, profile="dev", runtime="auto"):
     """Stop and remove the stack's processes or containers; keep its data."""
     from mlflow_stack.cli import lifecycle
@@ -53,8 +49,7 @@ def down(c, profile="dev", runtime="auto"):
     lifecycle.down(profile, runtime)
 
 
-@task(help={"profile": PROFILE, "runtime": RUNTIME})
-@user_errors
+@stack_task(help={"profile": PROFILE, "runtime": RUNTIME})
 def stop(c, profile="dev", runtime="auto"):
     """Stop the stack's services without removing them (local runtime: same as down)."""
     from mlflow_stack.cli import lifecycle
@@ -62,8 +57,7 @@ def stop(c, profile="dev", runtime="auto"):
     lifecycle.stop(profile, runtime)
 
 
-@task(help={"profile": PROFILE, "service": SERVICE, "runtime": RUNTIME})
-@user_errors
+@stack_task(help={"profile": PROFILE, "service": SERVICE, "runtime": RUNTIME})
 def restart(c, profile="dev", service=None, runtime="auto"):
     """Restart the stack or one service, and wait until MLflow is healthy again."""
     from mlflow_stack.cli import lifecycle
@@ -71,8 +65,7 @@ def restart(c, profile="dev", service=None, runtime="auto"):
     lifecycle.restart(profile, service, runtime)
 
 
-@task(help={"profile": PROFILE, "runtime": RUNTIME})
-@user_errors
+@stack_task(help={"profile": PROFILE, "runtime": RUNTIME})
 def status(c, profile="dev", runtime="auto"):
     """Show each service's state, pid or container, port and health (exit 1 unless healthy)."""
     from invoke.exceptions import Exit
@@ -83,7 +76,7 @@ def status(c, profile="dev", runtime="auto"):
         raise Exit(code=1)
 
 
-@task(
+@stack_task(
     help={
         "profile": PROFILE,
         "service": SERVICE,
@@ -92,7 +85,6 @@ def status(c, profile="dev", runtime="auto"):
         "runtime": RUNTIME,
     }
 )
-@user_errors
 def logs(c, profile="dev", service=None, follow=False, tail="100", runtime="auto"):
     """Show the logs of the stack or one service."""
     from mlflow_stack.cli import lifecycle
@@ -100,7 +92,7 @@ def logs(c, profile="dev", service=None, follow=False, tail="100", runtime="auto
     lifecycle.logs(profile, service, follow, whole_number("--tail", tail), runtime)
 
 
-@task(
+@stack_task(
     help={
         "profile": PROFILE,
         "volumes": "also delete the database, artifacts and logs",
@@ -108,7 +100,6 @@ def logs(c, profile="dev", service=None, follow=False, tail="100", runtime="auto
         "runtime": RUNTIME,
     }
 )
-@user_errors
 def clean(c, profile="dev", volumes=False, yes=False, runtime="auto"):
     """Stop the stack and delete its rendered files (with --volumes: its data too)."""
     from mlflow_stack.cli import lifecycle
@@ -116,7 +107,7 @@ def clean(c, profile="dev", volumes=False, yes=False, runtime="auto"):
     lifecycle.clean(profile, volumes, yes, runtime)
 
 
-@task(
+@stack_task(
     help={
         "profile": PROFILE,
         "user": "print the variables for this user (password prompted) instead of the admin",
@@ -133,7 +124,6 @@ def clean(c, profile="dev", volumes=False, yes=False, runtime="auto"):
         ),
     }
 )
-@user_errors
 def env(c, profile="dev", user=None, token=False, oidc=False, auth_provider=False):
     """Print export lines for MLFLOW_TRACKING_*: eval "$(invoke env)" configures CLI and SDK."""
     from mlflow_stack.cli import lifecycle
@@ -141,11 +131,33 @@ def env(c, profile="dev", user=None, token=False, oidc=False, auth_provider=Fals
     lifecycle.env(profile, user, token, oidc, auth_provider)
 
 
-namespace = Collection(render, validate, up, down, stop, restart, status, logs, clean, env)
+@stack_task(
+    help={
+        "profile": PROFILE,
+        "older_than": (
+            "only what was deleted longer ago than this: 30d, 12h, 1d2h30m, 90s "
+            "(default: everything in the trash)"
+        ),
+        "experiment": (
+            "only this deleted experiment (ID or name) with its runs and logged models; "
+            "repeat the flag for several"
+        ),
+        "yes": YES,
+        "runtime": RUNTIME,
+    },
+    iterable=("experiment",),
+)
+def gc(c, profile="dev", older_than=None, experiment=None, yes=False, runtime="auto"):
+    """Empty MLflow's trash: deleted runs, experiments, logged models and their artifacts."""
+    from mlflow_stack.cli import gc as trash
+
+    trash.collect(profile, older_than, experiment or (), yes, runtime)
 
 
-@task(name="probe", help={"profile": PROFILE, "runtime": RUNTIME})
-@user_errors
+namespace = Collection(render, validate, up, down, stop, restart, status, logs, clean, env, gc)
+
+
+@stack_task(name="probe", help={"profile": PROFILE, "runtime": RUNTIME})
 def db_probe(c, profile="dev", runtime="auto"):
     """Check the database: reachable, login, SELECT 1, version, databases, schemas, sizes."""
     from mlflow_stack.cli import db
@@ -153,7 +165,7 @@ def db_probe(c, profile="dev", runtime="auto"):
     db.probe(profile, runtime)
 
 
-@task(
+@stack_task(
     name="wait",
     help={
         "profile": PROFILE,
@@ -161,7 +173,6 @@ def db_probe(c, profile="dev", runtime="auto"):
         "runtime": RUNTIME,
     },
 )
-@user_errors
 def db_wait(c, profile="dev", timeout="30", runtime="auto"):
     """Wait until PostgreSQL accepts connections."""
     from mlflow_stack.cli import db
@@ -169,11 +180,10 @@ def db_wait(c, profile="dev", timeout="30", runtime="auto"):
     db.wait(profile, seconds("--timeout", timeout), runtime)
 
 
-@task(
+@stack_task(
     name="psql",
     help={"profile": PROFILE, "database": "tracking (default) or auth", "runtime": RUNTIME},
 )
-@user_errors
 def db_psql(c, profile="dev", database="tracking", runtime="auto"):
     """Open psql on the stack's tracking or auth database (password from secrets, not argv)."""
     from invoke.exceptions import Exit
@@ -185,7 +195,7 @@ def db_psql(c, profile="dev", database="tracking", runtime="auto"):
         raise Exit(code=code)
 
 
-@task(
+@stack_task(
     name="backup",
     help={
         "profile": PROFILE,
@@ -193,7 +203,6 @@ def db_psql(c, profile="dev", database="tracking", runtime="auto"):
         "runtime": RUNTIME,
     },
 )
-@user_errors
 def db_backup(c, profile="dev", output=None, runtime="auto"):
     """Back up both databases (pg_dump) and the artifacts into one file (mode 0600)."""
     from mlflow_stack.cli import db
@@ -201,12 +210,12 @@ def db_backup(c, profile="dev", output=None, runtime="auto"):
     db.backup(profile, output, runtime)
 
 
-@task(
+@stack_task(
     name="restore",
+    required=("source",),
     help={"profile": PROFILE, "source": "a file made by db.backup", "runtime": RUNTIME},
 )
-@user_errors
-def db_restore(c, source, profile="dev", runtime="auto"):
+def db_restore(c, profile="dev", source=None, runtime="auto"):
     """Replace the stack's databases and artifacts with a backup's (the stack must be up)."""
     from mlflow_stack.cli import db
 
@@ -224,29 +233,42 @@ FROM_STDIN = (
     "read the password from stdin (default: prompted twice on a terminal, else generated "
     "and printed once)"
 )
-EXPERIMENT = "the experiment, by name or id"
-MODEL = "the registered model, by name"
+# perms.*: one selector flag per resource type MLflow's permission API grants on.
+SELECTORS = {
+    "experiment": "an experiment, by name or id",
+    "model": "a registered model, by name (a prompt is --prompt)",
+    "prompt": "a prompt, by name (what mlflow.genai.load_prompt loads)",
+    "scorer": "a scorer, as EXPERIMENT_ID/NAME",
+    "gateway_secret": "an AI gateway secret, by id or name",
+    "gateway_endpoint": "an AI gateway endpoint, by id or name",
+    "gateway_model_definition": "an AI gateway model definition, by id or name",
+    "mcp_server": "an MCP server, by name",
+    "tier": (
+        "every resource of one sub-resource type, in what the user can reach: run, trace, "
+        "assessment, logged_model, review_queue, registered_model_version, prompt_version, "
+        "scorer_version, mcp_server_version"
+    ),
+}
 
 
-@task(
+@stack_task(
     name="add",
+    required=("user",),
     help={
         "profile": PROFILE,
-        "username": USERNAME,
+        "user": USERNAME,
         "password_stdin": FROM_STDIN,
         "admin": "make the user an MLflow admin",
     },
 )
-@user_errors
-def users_add(c, username, profile="dev", password_stdin=False, admin=False):
+def users_add(c, profile="dev", user=None, password_stdin=False, admin=False):
     """Add an MLflow user (password: prompted, from stdin, or generated and shown once)."""
     from mlflow_stack.cli import users
 
-    users.add(profile, username, password_stdin, admin)
+    users.add(profile, user, password_stdin, admin)
 
 
-@task(name="list", help={"profile": PROFILE})
-@user_errors
+@stack_task(name="list", help={"profile": PROFILE})
 def users_list(c, profile="dev"):
     """List MLflow users and whether each is an admin."""
     from mlflow_stack.cli import users
@@ -254,92 +276,146 @@ def users_list(c, profile="dev"):
     users.list_users(profile)
 
 
-@task(
+@stack_task(
     name="passwd",
-    help={"profile": PROFILE, "username": USERNAME, "password_stdin": FROM_STDIN},
+    required=("user",),
+    help={"profile": PROFILE, "user": USERNAME, "password_stdin": FROM_STDIN},
 )
-@user_errors
-def users_passwd(c, username, profile="dev", password_stdin=False):
+def users_passwd(c, profile="dev", user=None, password_stdin=False):
     """Set a user's password (the profile's admin: secrets.env is updated too)."""
     from mlflow_stack.cli import users
 
-    users.passwd(profile, username, password_stdin)
+    users.passwd(profile, user, password_stdin)
 
 
-@task(
+@stack_task(
     name="admin",
+    required=("user",),
     help={
         "profile": PROFILE,
-        "username": USERNAME,
+        "user": USERNAME,
         "grant": "make the user an admin",
         "revoke": "make the user a regular user again",
     },
 )
-@user_errors
-def users_admin(c, username, profile="dev", grant=False, revoke=False):
+def users_admin(c, profile="dev", user=None, grant=False, revoke=False):
     """Grant or revoke a user's admin flag."""
     from mlflow_stack.cli import users
 
-    users.admin(profile, username, grant, revoke)
+    users.admin(profile, user, grant, revoke)
 
 
-@task(
+@stack_task(
     name="delete",
-    help={
-        "profile": PROFILE,
-        "username": USERNAME,
-        "yes": YES,
-    },
-)
-@user_errors
-def users_delete(c, username, profile="dev", yes=False):
-    """Delete a user with their grants and access tokens (never the profile's admin)."""
-    from mlflow_stack.cli import users
-
-    users.delete(profile, username, yes)
-
-
-@task(
-    name="grant",
+    required=("user",),
     help={
         "profile": PROFILE,
         "user": USERNAME,
-        "experiment": EXPERIMENT,
-        "model": MODEL,
-        "level": "READ, EDIT, MANAGE or NO_PERMISSIONS (stored as MLflow's DENY); also USE",
+        "yes": YES,
     },
 )
-@user_errors
-def perms_grant(c, user, level, profile="dev", experiment=None, model=None):
-    """Give a user a permission level on one experiment or registered model."""
-    from mlflow_stack.cli import perms
+def users_delete(c, profile="dev", user=None, yes=False):
+    """Delete a user with their grants and access tokens (never the profile's admin)."""
+    from mlflow_stack.cli import users
 
-    perms.grant(profile, user, level, experiment, model)
+    users.delete(profile, user, yes)
 
 
-@task(
-    name="revoke",
-    help={"profile": PROFILE, "user": USERNAME, "experiment": EXPERIMENT, "model": MODEL},
+@stack_task(
+    name="grant",
+    required=("user", "level"),
+    help={
+        "profile": PROFILE,
+        "user": USERNAME,
+        **SELECTORS,
+        "level": (
+            "READ, EDIT, MANAGE or NO_PERMISSIONS (stored as MLflow's DENY); "
+            "USE on the gateway types"
+        ),
+    },
 )
-@user_errors
-def perms_revoke(c, user, profile="dev", experiment=None, model=None):
-    """Remove a user's grant on one experiment or model (default_permission applies again)."""
+def perms_grant(
+    c,
+    profile="dev",
+    user=None,
+    level=None,
+    experiment=None,
+    model=None,
+    prompt=None,
+    scorer=None,
+    gateway_secret=None,
+    gateway_endpoint=None,
+    gateway_model_definition=None,
+    mcp_server=None,
+    tier=None,
+):
+    """Give a user a permission level on one resource (exactly one selector flag)."""
     from mlflow_stack.cli import perms
 
-    perms.revoke(profile, user, experiment, model)
+    perms.grant(
+        profile,
+        user,
+        level,
+        experiment=experiment,
+        model=model,
+        prompt=prompt,
+        scorer=scorer,
+        gateway_secret=gateway_secret,
+        gateway_endpoint=gateway_endpoint,
+        gateway_model_definition=gateway_model_definition,
+        mcp_server=mcp_server,
+        tier=tier,
+    )
 
 
-@task(name="list", help={"profile": PROFILE, "user": USERNAME})
-@user_errors
-def perms_list(c, user, profile="dev"):
+@stack_task(
+    name="revoke",
+    required=("user",),
+    help={"profile": PROFILE, "user": USERNAME, **SELECTORS},
+)
+def perms_revoke(
+    c,
+    profile="dev",
+    user=None,
+    experiment=None,
+    model=None,
+    prompt=None,
+    scorer=None,
+    gateway_secret=None,
+    gateway_endpoint=None,
+    gateway_model_definition=None,
+    mcp_server=None,
+    tier=None,
+):
+    """Remove a user's grant on one resource (exactly one selector flag)."""
+    from mlflow_stack.cli import perms
+
+    perms.revoke(
+        profile,
+        user,
+        experiment=experiment,
+        model=model,
+        prompt=prompt,
+        scorer=scorer,
+        gateway_secret=gateway_secret,
+        gateway_endpoint=gateway_endpoint,
+        gateway_model_definition=gateway_model_definition,
+        mcp_server=mcp_server,
+        tier=tier,
+    )
+
+
+@stack_task(name="list", required=("user",), help={"profile": PROFILE, "user": USERNAME})
+def perms_list(c, profile="dev", user=None):
     """List a user's grants, and the default permission for everything else."""
     from mlflow_stack.cli import perms
 
     perms.list_grants(profile, user)
 
 
-@task(
+@stack_task(
     name="create",
+    required=("user",),
     help={
         "profile": PROFILE,
         "user": "the user the token acts as, with their permissions",
@@ -348,19 +424,17 @@ def perms_list(c, user, profile="dev"):
         "json": 'print {"id","token","user","name","created","expires"} as one JSON line',
     },
 )
-@user_errors
-def tokens_create(c, user, profile="dev", name=None, expires=None, json=False):
+def tokens_create(c, profile="dev", user=None, name=None, expires=None, json=False):
     """Create an access token for a user; the token is printed once and stored hashed."""
     from mlflow_stack.cli import tokens
 
     tokens.create(profile, user, name, expires, json)
 
 
-@task(
+@stack_task(
     name="list",
     help={"profile": PROFILE, "user": "only this user's tokens", "json": "print a JSON list"},
 )
-@user_errors
 def tokens_list(c, profile="dev", user=None, json=False):
     """List access tokens with their state and dates (never the tokens themselves)."""
     from mlflow_stack.cli import tokens
@@ -368,9 +442,12 @@ def tokens_list(c, profile="dev", user=None, json=False):
     tokens.list_tokens(profile, user, json)
 
 
-@task(name="revoke", help={"profile": PROFILE, "token_id": "the token's id (tokens.list)"})
-@user_errors
-def tokens_revoke(c, token_id, profile="dev"):
+@stack_task(
+    name="revoke",
+    required=("token_id",),
+    help={"profile": PROFILE, "token_id": "the token's id (tokens.list)"},
+)
+def tokens_revoke(c, profile="dev", token_id=None):
     """Revoke an access token: refused by the server from the next request on."""
     from mlflow_stack.cli import tokens
 

@@ -8,5 +8,6 @@ it needs at import time is re-exported here.
 
 from mlflow_stack.cli.exits import user_errors
 from mlflow_stack.cli.inputs import seconds, whole_number
+from mlflow_stack.cli.tasking import stack_task
 
-__all__ = ["seconds", "user_errors", "whole_number"]
+__all__ = ["seconds", "stack_task", "user_errors", "whole_number"]

@@ -226,10 +226,16 @@ def env(
         # the unset keeps a shell's earlier basic-auth variables from winning over it.
         if user is not None:
             raise StackError("--user and --token exclude each other: a token knows its user")
+        from mlflow_stack.cli.tokens import token_owner
+
         value = read_token()
+        owner = token_owner(profile, value)
         print(f"export MLFLOW_TRACKING_URI={shlex.quote(health.mlflow_url(profile))}")
         print(f"export MLFLOW_TRACKING_TOKEN={shlex.quote(value)}")
-        print("unset MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD")
+        # The SDK tags runs with MLFLOW_TRACKING_USERNAME, else the OS user; with no password
+        # it still sends the token.
+        print(f"export MLFLOW_TRACKING_USERNAME={shlex.quote(owner)}")
+        print("unset MLFLOW_TRACKING_PASSWORD")
         return
     secrets = load_secrets(profile)
     if user is None or user == profile.admin_username:

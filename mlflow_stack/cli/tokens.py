@@ -9,7 +9,9 @@ from datetime import datetime
 from mlflow_stack.cli.inputs import check_username, parse_expires, parse_token_id
 from mlflow_stack.cli.output import print_table
 from mlflow_stack.cli.stack import auth_database
-from mlflow_stack.profile import load_profile
+from mlflow_stack.client import AdminClient, MlflowApiError
+from mlflow_stack.errors import StackError
+from mlflow_stack.profile import Profile, load_profile
 
 
 def _when(moment: datetime | None, never: str = "never") -> str:
@@ -119,3 +121,21 @@ def revoke(profile_name: str, token_id: str) -> None:
         )
         return
     print(f"revoked access token {record.id} of {record.username} (profile {profile.name})")
+
+
+def token_owner(profile: Profile, token: str) -> str:
+    """The user an access token acts as, asked of the running server, which also proves the
+    token is still good (revoked, expired or foreign tokens are refused here, not at first use)."""
+    with AdminClient.with_token(profile, token) as client:
+        try:
+            owner = client.current_username()
+        except MlflowApiError as exc:
+            if exc.status == 401:
+                raise StackError(
+                    f"the server refuses this access token: it is revoked, expired or not of "
+                    f"profile {profile.name} (`invoke tokens.list -p {profile.name}`)"
+                ) from None
+            raise
+    if not owner:
+        raise StackError(f"the server at {client.url} did not say whose token this is")
+    return owner

@@ -60,7 +60,7 @@ def add(
             if exc.error_code == "RESOURCE_ALREADY_EXISTS":
                 raise StackError(
                     f"MLflow user {username!r} already exists in profile {profile.name}: "
-                    f"`invoke users.passwd {username} -p {profile.name}` sets a new password"
+                    f"`invoke users.passwd --user {username} -p {profile.name}` sets a new password"
                 ) from None
             raise
         if admin:

@@ -233,7 +233,7 @@ def test_db_and_token_tasks_work_without_a_published_postgres(ci):
     assert (
         requests.post(url, json={"max_results": 10}, headers=bearer, timeout=30).status_code == 200
     )
-    ci.invoke("tokens.revoke", str(created["id"]))
+    ci.invoke("tokens.revoke", "--token-id", str(created["id"]))
     assert (
         requests.post(url, json={"max_results": 10}, headers=bearer, timeout=30).status_code == 401
     )
@@ -321,7 +321,7 @@ def test_backup_clean_volumes_up_restore(ci, tmp_path):
     with pytest.raises(AssertionError):
         ci.sdk("get", logged["run_id"], env=ci.client_env())
 
-    ci.invoke("db.restore", str(backup), timeout=600)
+    ci.invoke("db.restore", "--source", str(backup), timeout=600)
     env = ci.client_env()
     got = ci.sdk("get", logged["run_id"], env=env)
     assert got["params"] == {"alpha": "0.5"} and got["loss_steps"] == 5

@@ -192,7 +192,7 @@ def test_backup_clean_volumes_restore_brings_everything_back(ci_stack, tmp_path)
     )
     assert gone.status_code == 404
 
-    ci_stack.invoke("db.restore", str(backup))
+    ci_stack.invoke("db.restore", "--source", str(backup))
     assert_run_intact(ci_stack, logged["run_id"])
     assert ci_stack.sdk("artifact", logged["run_id"], "notes/readme.txt")["text"] == (
         "artifact of backup"

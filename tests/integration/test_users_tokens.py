@@ -79,7 +79,7 @@ def auth_database_url(stack: Stack) -> str:
 
 def add_user(stack: Stack, username: str) -> str:
     password = f"{username}-password-{time.monotonic_ns()}"
-    result = stack.invoke("users.add", "--username", username, "--password-stdin", stdin=password)
+    result = stack.invoke("users.add", "--user", username, "--password-stdin", stdin=password)
     assert f"added user {username}" in result.stdout
     assert password not in result.stdout  # a chosen password is never echoed
     return password
@@ -100,19 +100,51 @@ def password_env(stack: Stack, username: str, password: str) -> dict[str, str]:
     }
 
 
-def token_env(stack: Stack, token: str) -> dict[str, str]:
-    """What `eval "$(... | invoke env --token)"` leaves in a shell: URI and token, nothing else."""
+def token_env(stack: Stack, token: str, owner: str) -> dict[str, str]:
+    """What `eval "$(... | invoke env --token)"` leaves in a shell: URI, token and the token's
+    owner as username (the author of runs), no password."""
     printed = stack.invoke("env", "--token", stdin=token + "\n").stdout
     lines = printed.splitlines()
-    assert "unset MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD" in lines
-    env = dict(stack.env)
+    assert "unset MLFLOW_TRACKING_PASSWORD" in lines
+    env = {k: v for k, v in stack.env.items() if not k.startswith("MLFLOW_TRACKING_")}
     for line in lines:
         if line.startswith("export "):
             key, _, value = shlex.split(line.removeprefix("export "))[0].partition("=")
             env[key] = value
     assert env["MLFLOW_TRACKING_TOKEN"] == token
-    assert "MLFLOW_TRACKING_USERNAME" not in env and "MLFLOW_TRACKING_PASSWORD" not in env
+    assert env["MLFLOW_TRACKING_USERNAME"] == owner and "MLFLOW_TRACKING_PASSWORD" not in env
     return env
+
+
+def run_author(env: dict[str, str], experiment_id: str, admin_auth: tuple[str, str]) -> str:
+    """Start a run with the SDK configured by env alone; the mlflow.user tag the server stored."""
+    script = (
+        "import mlflow\n"
+        f"with mlflow.start_run(experiment_id={experiment_id!r}) as run:\n"
+        "    print('RUN_ID=' + run.info.run_id, flush=True)\n"
+    )
+    started = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    run_id = next(
+        line.removeprefix("RUN_ID=")
+        for line in started.stdout.splitlines()
+        if line.startswith("RUN_ID=")
+    )
+    answer = requests.get(
+        f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/runs/get",
+        params={"run_id": run_id},
+        auth=admin_auth,
+        timeout=30,
+    )
+    answer.raise_for_status()
+    tags = {t["key"]: t["value"] for t in answer.json()["run"]["data"].get("tags", [])}
+    return tags["mlflow.user"]
 
 
 def probe(env: dict[str, str], experiment_id: str, run_id: str) -> dict[str, dict]:
@@ -148,7 +180,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> 
 def test_added_user_logs_in_and_gets_exactly_what_is_granted(demo, admin_env, admin_run):
     experiment_id, run_id = admin_run
     # No --password-stdin and no terminal: a password is generated and shown once.
-    added = demo.invoke("users.add", "--username", "ada", stdin="")
+    added = demo.invoke("users.add", "--user", "ada", stdin="")
     password = next(
         line.split(": ", 1)[1]
         for line in added.stdout.splitlines()
@@ -217,16 +249,21 @@ def test_tokens_authenticate_alone_until_revoked_or_expired(
     add_user(demo, "tess")
     created = create_token_via_task(demo, "tess", issued_tokens, "--name", "ci", "--expires", "1d")
     assert created["user"] == "tess" and created["name"] == "ci" and created["expires"]
-    tess = token_env(demo, created["token"])
+    tess = token_env(demo, created["token"], "tess")
 
     # The token is tess, with tess's permissions: none on the admin's experiment.
     assert probe(tess, experiment_id, run_id)["read"]["status"] == 403
     demo.invoke("perms.grant", "--user", "tess", "--experiment", experiment_id, "--level", "READ")
     assert probe(tess, experiment_id, run_id)["read"]["status"] == 200
+    # Runs logged with the token alone carry its owner as author, not the OS user.
+    demo.invoke("perms.grant", "--user", "tess", "--experiment", experiment_id, "--level", "EDIT")
+    assert run_author(tess, experiment_id, admin_auth(admin_env)) == "tess"
 
-    revoked = demo.invoke("tokens.revoke", str(created["id"]))
+    revoked = demo.invoke("tokens.revoke", "--token-id", str(created["id"]))
     assert f"revoked access token {created['id']} of tess" in revoked.stdout
     assert probe(tess, experiment_id, run_id)["read"]["status"] == 401
+    refused = demo.invoke("env", "--token", stdin=created["token"] + "\n", check=False)
+    assert_one_line_error(refused, "the server refuses this access token: it is revoked")
 
     # Expiry, through the token store itself (a task's shortest lifetime is a minute).
     record, short_lived = create_token(
@@ -336,7 +373,7 @@ def test_non_admins_get_403_on_user_management(demo, issued_tokens):
         },
     )
     assert_one_line_error(
-        as_nora.invoke("users.add", "--username", "mallory", stdin="", check=False),
+        as_nora.invoke("users.add", "--user", "mallory", stdin="", check=False),
         "MLflow refused nora (403 permission denied)",
     )
 
@@ -367,14 +404,14 @@ BAD_INPUT = {
     "existing user": (
         "up",
         {},
-        ["users.add", "--username", "admin", "--password-stdin"],
+        ["users.add", "--user", "admin", "--password-stdin"],
         "a-long-enough-password",
         "MLflow user 'admin' already exists in profile demo",
     ),
     "unknown user: users.passwd": (
         "up",
         {},
-        ["users.passwd", "ghost", "--password-stdin"],
+        ["users.passwd", "--user", "ghost", "--password-stdin"],
         "a-long-enough-password",
         "no MLflow user named 'ghost'",
     ),
@@ -417,7 +454,7 @@ BAD_INPUT = {
     "short password": (
         "down",
         {},
-        ["users.add", "--username", "shorty", "--password-stdin"],
+        ["users.add", "--user", "shorty", "--password-stdin"],
         "short-pw",
         "the password is 8 characters long: MLflow needs at least 12",
     ),
@@ -476,9 +513,9 @@ def test_bad_input_is_one_line_and_exit_1(demo, down_stack, case):
 def test_deleting_a_user_removes_their_tokens(demo, issued_tokens):
     add_user(demo, "dora")
     token = create_token_via_task(demo, "dora", issued_tokens)
-    refused = demo.invoke("users.delete", "dora", stdin="", check=False)
+    refused = demo.invoke("users.delete", "--user", "dora", stdin="", check=False)
     assert_one_line_error(refused, "pass --yes")
-    demo.invoke("users.delete", "dora", "--yes")
+    demo.invoke("users.delete", "--user", "dora", "--yes")
     remaining = json.loads(demo.invoke("tokens.list", "--json").stdout)
     assert token["id"] not in {t["id"] for t in remaining}
     answer = requests.get(
@@ -493,7 +530,7 @@ def test_admin_password_change_updates_secrets_env(demo):
     # Last in the module: it changes the admin password every other test relies on.
     secrets_file = demo.state_dir / "secrets.env"
     new_password = f"new-admin-password-{time.monotonic_ns()}"
-    demo.invoke("users.passwd", "admin", "--password-stdin", stdin=new_password + "\n")
+    demo.invoke("users.passwd", "--user", "admin", "--password-stdin", stdin=new_password + "\n")
     assert parse_env_file(secrets_file)[ENV_VARS["admin_password"]] == new_password
     assert demo.client_env()["MLFLOW_TRACKING_PASSWORD"] == new_password
     assert "admin" in demo.invoke("users.list").stdout.split()
@@ -503,12 +540,14 @@ def test_admin_password_change_updates_secrets_env(demo):
     overridden = dataclasses.replace(
         demo, env={**demo.env, "MLFLOW_STACK_ADMIN_PASSWORD": new_password}
     )
-    result = overridden.invoke("users.passwd", "admin", "--password-stdin", stdin=newer)
+    result = overridden.invoke("users.passwd", "--user", "admin", "--password-stdin", stdin=newer)
     assert "MLFLOW_STACK_ADMIN_PASSWORD is set" in result.stderr
     assert parse_env_file(secrets_file)[ENV_VARS["admin_password"]] == new_password
     # Put the file back in line with the server so `down` and later tests see a working admin.
     overridden_again = dataclasses.replace(
         demo, env={**demo.env, "MLFLOW_STACK_ADMIN_PASSWORD": newer}
     )
-    overridden_again.invoke("users.passwd", "admin", "--password-stdin", stdin=new_password)
+    overridden_again.invoke(
+        "users.passwd", "--user", "admin", "--password-stdin", stdin=new_password
+    )
     assert demo.invoke("users.list").returncode == 0

@@ -121,15 +121,21 @@ def test_password_prompted_twice_must_match(monkeypatch):
 # --- env --token -------------------------------------------------------------------------------
 
 
-def test_env_token_prints_uri_token_and_unsets_basic_auth(stack_home, monkeypatch, capsys):
+def test_env_token_prints_uri_token_its_owner_and_no_password(stack_home, monkeypatch, capsys):
     token = "mlst_" + "A" * 43
+    asked: list[str] = []
     monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
+    monkeypatch.setattr(
+        "mlflow_stack.cli.tokens.token_owner", lambda profile, t: asked.append(t) or "al ice"
+    )
     lifecycle.env("dev", token=True)
     lines = capsys.readouterr().out.splitlines()
+    assert asked == [token]
     assert lines == [
         "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000",
         f"export MLFLOW_TRACKING_TOKEN={token}",
-        "unset MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD",
+        "export MLFLOW_TRACKING_USERNAME='al ice'",
+        "unset MLFLOW_TRACKING_PASSWORD",
     ]
 
 

@@ -116,3 +116,53 @@ def test_render_writes_every_profile(capsys, stack_home):
         assert code == 0, err
         assert Path(stack_home, name, "docker-compose.yml").exists()
         assert f"rendered profile {name}" in out
+
+
+def test_help_after_any_task_name_shows_that_tasks_help(capsys, stack_home):
+    # Positional arguments once swallowed it: users.add tried to add a user named "--help".
+    for name in Collection.from_module(tasks).task_names:
+        for spelling in ("--help", "-h"):
+            code, out, err = run_invoke(capsys, name, spelling)
+            assert code == 0, (name, spelling, err)
+            assert out.startswith(f"Usage: invoke [--core-opts] {name} "), (name, out)
+            assert "error" not in err, (name, err)
+
+
+@pytest.mark.parametrize(
+    ("args", "missing"),
+    [
+        (["users.add"], "--user"),
+        (["users.passwd", "--password-stdin"], "--user"),
+        (["perms.grant", "--experiment", "0"], "--user and --level"),
+        (["perms.grant", "-u", "ada", "--experiment", "0"], "--level"),
+        (["tokens.revoke"], "--token-id"),
+        (["db.restore"], "--source"),
+    ],
+)
+def test_a_missing_required_flag_is_one_line_naming_it(capsys, stack_home, args, missing):
+    assert_one_line_error(run_invoke(capsys, *args), f"missing {missing} (")
+
+
+def test_each_short_flag_means_one_thing_in_every_task():
+    from mlflow_stack.cli.tasking import SHORT_FLAGS
+
+    namespace = Collection.from_module(tasks)
+    meaning: dict[str, set[str]] = {}
+    for name in namespace.task_names:
+        for argument in namespace[name].get_arguments():
+            for short in (n for n in argument.names if len(n) == 1):
+                meaning.setdefault(short, set()).add(argument.name)
+    assert meaning, "no short flags at all"
+    assert all(len(names) == 1 for names in meaning.values()), meaning
+    assert {short: names.pop() for short, names in meaning.items()}.items() <= {
+        short: name for name, short in SHORT_FLAGS.items()
+    }.items()
+
+
+def test_the_username_flag_is_user_in_every_task():
+    namespace = Collection.from_module(tasks)
+    for name in namespace.task_names:
+        flags = {n for argument in namespace[name].get_arguments() for n in argument.names}
+        assert "username" not in flags, name
+        positional = [a.name for a in namespace[name].get_arguments() if a.positional]
+        assert not positional, (name, positional)
