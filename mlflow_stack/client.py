@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -24,9 +25,14 @@ USERS = "/api/2.0/mlflow/users"
 PERMISSIONS = "/api/3.0/mlflow/users/permissions"
 EXPERIMENTS = "/api/2.0/mlflow/experiments"
 REGISTERED_MODELS = "/api/2.0/mlflow/registered-models"
-# MLflow's resource types (mlflow/server/auth/permissions.py) for the resources the tasks grant on.
+SCORERS = "/api/3.0/mlflow/scorers"
+GATEWAY = "/api/3.0/mlflow/gateway"
+MCP_SERVERS = "/api/3.0/mlflow/mcp-servers"
+# MLflow's resource types (mlflow/server/auth/permissions.py); resources.py has them all.
 EXPERIMENT = "experiment"
 REGISTERED_MODEL = "registered_model"
+# The tag that makes a registered model a prompt (mlflow/prompt/constants.py).
+IS_PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 
 class MlflowApiError(StackError):
@@ -157,6 +163,14 @@ class AdminClient:
             hint = f"check the password in {profile.layout.secrets_file} (or set {variable})"
         return cls(profile, profile.admin_username, secrets.admin_password, credentials_hint=hint)
 
+    @classmethod
+    def with_token(cls, profile: Profile, token: str) -> AdminClient:
+        """A client that acts as an access token's owner (Bearer), for `invoke env --token`."""
+        client = cls(profile, "the access token", "")
+        client.session.auth = None
+        client.session.headers["Authorization"] = f"Bearer {token}"
+        return client
+
     def close(self) -> None:
         self.session.close()
 
@@ -282,7 +296,25 @@ class AdminClient:
         ]
         return bool(body.get("is_admin", False)), grants
 
+    def current_username(self) -> str:
+        """Who the server says this client is (users/current)."""
+        return str(_member(self._request("GET", f"{USERS}/current"), "user").get("username", ""))
+
     # --- resources ----------------------------------------------------------------------------
+
+    def create_experiment(self, name: str) -> str:
+        """A new experiment's id (the bench's setup)."""
+        body = self._request("POST", f"{EXPERIMENTS}/create", json={"name": name})
+        return str(body.get("experiment_id", ""))
+
+    def create_run(self, experiment_id: str, start_time_ms: int) -> str:
+        """A new run's id in an experiment (the bench's setup)."""
+        body = self._request(
+            "POST",
+            "/api/2.0/mlflow/runs/create",
+            json={"experiment_id": experiment_id, "start_time": start_time_ms},
+        )
+        return str(_member(_member(body, "run"), "info").get("run_id", ""))
 
     def experiment_by_id(self, experiment_id: str) -> dict[str, Any]:
         body = self._request("GET", f"{EXPERIMENTS}/get", params={"experiment_id": experiment_id})
@@ -293,11 +325,64 @@ class AdminClient:
         return _member(body, "experiment")
 
     def registered_model(self, name: str) -> dict[str, Any]:
+        """A registered model or a prompt (MLflow stores both alike; see `is_prompt`)."""
         body = self._request("GET", f"{REGISTERED_MODELS}/get", params={"name": name})
         return _member(body, "registered_model")
+
+    def scorer(self, experiment_id: str, name: str) -> dict[str, Any]:
+        body = self._request(
+            "GET", f"{SCORERS}/get", params={"experiment_id": experiment_id, "name": name}
+        )
+        return _member(body, "scorer")
+
+    def gateway_secret(self, secret_id: str) -> dict[str, Any]:
+        """A gateway secret's metadata (MLflow never returns the secret's value)."""
+        body = self._request("GET", f"{GATEWAY}/secrets/get", params={"secret_id": secret_id})
+        return _member(body, "secret")
+
+    def gateway_secrets(self) -> list[dict[str, Any]]:
+        return _members(self._request("GET", f"{GATEWAY}/secrets/list"), "secrets")
+
+    def gateway_endpoint(self, *, endpoint_id: str = "", name: str = "") -> dict[str, Any]:
+        params = {"endpoint_id": endpoint_id} if endpoint_id else {"name": name}
+        body = self._request("GET", f"{GATEWAY}/endpoints/get", params=params)
+        return _member(body, "endpoint")
+
+    def gateway_model_definition(self, model_definition_id: str) -> dict[str, Any]:
+        body = self._request(
+            "GET",
+            f"{GATEWAY}/model-definitions/get",
+            params={"model_definition_id": model_definition_id},
+        )
+        return _member(body, "model_definition")
+
+    def gateway_model_definitions(self) -> list[dict[str, Any]]:
+        body = self._request("GET", f"{GATEWAY}/model-definitions/list")
+        return _members(body, "model_definitions")
+
+    def mcp_server(self, name: str) -> dict[str, Any]:
+        # MLflow answers this route with the server itself, not wrapped in a key.
+        return self._request("GET", f"{MCP_SERVERS}/{quote(name, safe='')}")
 
 
 def _member(body: dict[str, Any], key: str) -> dict[str, Any]:
     """The object MLflow wraps its answer in (`{"experiment": {...}}`); {} when there is none."""
     value = body.get(key)
     return value if isinstance(value, dict) else {}
+
+
+def _members(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The list MLflow wraps its answer in (`{"secrets": [...]}`), objects only."""
+    value = body.get(key)
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def is_prompt(registered_model: dict[str, Any]) -> bool:
+    """Whether a registered model (as MLflow's REST API returns it) is a prompt."""
+    tags = registered_model.get("tags") or []
+    return any(
+        isinstance(tag, dict)
+        and tag.get("key") == IS_PROMPT_TAG
+        and str(tag.get("value", "")).lower() == "true"
+        for tag in tags
+    )

@@ -53,7 +53,7 @@ def seconds(flag: str, text: object) -> float:
 
 def check_username(username: str | None) -> str:
     if not username:
-        raise StackError("a username is required (--username/--user)")
+        raise StackError("a username is required (--user)")
     if not USERNAME.fullmatch(username):
         raise StackError(
             f"invalid username {username!r}: up to 64 letters, digits, '_', '.', '@' and '-', "
@@ -84,7 +84,8 @@ def parse_level(level: str | None) -> str:
     if key not in LEVELS:
         raise StackError(
             f"invalid --level {level!r}: choose READ, EDIT, MANAGE or NO_PERMISSIONS "
-            "(also USE, and DENY, which is what NO_PERMISSIONS is stored as)"
+            "(also DENY, which is what NO_PERMISSIONS is stored as, and USE on the gateway's "
+            "secrets, model definitions and endpoints)"
         )
     return LEVELS[key]
 

@@ -1,60 +1,19 @@
-"""The bodies of the perms.* tasks: what a user may do on one experiment or registered model."""
+"""The bodies of the perms.* tasks: what a user may do on one MLflow resource.
+
+Which resource a selector flag names, and which levels mean something on it, is
+mlflow_stack/resources.py; here are the grant, the revoke and the listing.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
+from mlflow_stack import resources
 from mlflow_stack.cli.inputs import check_username, parse_level
 from mlflow_stack.cli.output import print_table
 from mlflow_stack.cli.users import no_such_user, require_user
-from mlflow_stack.client import EXPERIMENT, REGISTERED_MODEL, AdminClient, Grant, MlflowApiError
+from mlflow_stack.client import AdminClient, Grant, MlflowApiError
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import load_profile
-
-
-@dataclass(frozen=True)
-class Resource:
-    type: str
-    id: str
-    label: str
-
-
-def _check_one_resource(experiment: str | None, model: str | None) -> None:
-    if (experiment is None) == (model is None):
-        raise StackError("pass exactly one of --experiment NAME_OR_ID and --model NAME")
-
-
-def _resource(client: AdminClient, experiment: str | None, model: str | None) -> Resource:
-    _check_one_resource(experiment, model)
-    if model is not None:
-        try:
-            client.registered_model(model)
-        except MlflowApiError as exc:
-            if exc.not_found:
-                raise StackError(f"no registered model named {model!r}") from None
-            raise
-        return Resource(REGISTERED_MODEL, model, f"model {model!r}")
-    experiment = str(experiment)
-    found: dict[str, Any] | None = None
-    if experiment.isdigit():
-        try:
-            found = client.experiment_by_id(experiment)
-        except MlflowApiError as exc:
-            if not exc.not_found:
-                raise
-    if found is None:
-        try:
-            found = client.experiment_by_name(experiment)
-        except MlflowApiError as exc:
-            if exc.not_found:
-                kind = "id or name" if experiment.isdigit() else "name"
-                raise StackError(f"no experiment with the {kind} {experiment!r}") from None
-            raise
-    experiment_id = str(found["experiment_id"])
-    return Resource(
-        EXPERIMENT, experiment_id, f"experiment {found.get('name')!r} (id {experiment_id})"
-    )
+from mlflow_stack.resources import Resource
 
 
 def _direct_grant(client: AdminClient, username: str, resource: Resource) -> Grant | None:
@@ -68,20 +27,17 @@ def _direct_grant(client: AdminClient, username: str, resource: Resource) -> Gra
     return None
 
 
-def grant(
-    profile_name: str,
-    user: str,
-    level: str,
-    experiment: str | None = None,
-    model: str | None = None,
-) -> None:
+def grant(profile_name: str, user: str, level: str, **selectors: str | None) -> None:
+    """Give `user` a level on the one resource a selector (experiment=, prompt=, …) names."""
     profile = load_profile(profile_name)
     check_username(user)
     permission = parse_level(level)
-    _check_one_resource(experiment, model)
+    kind, value = resources.selected(selectors)
+    tier = resources.tier_type(value) if kind.parameter == "tier" else None
+    resources.check_level(kind, permission, tier)
     with AdminClient.for_profile(profile) as client:
         require_user(client, user)
-        resource = _resource(client, experiment, model)
+        resource = resources.resolve(client, kind, value)
         previous = _direct_grant(client, user, resource)
         if previous is not None and previous.permission == permission:
             print(f"{user} already has {permission} on {resource.label}; nothing changed")
@@ -101,15 +57,16 @@ def grant(
         print("(MLflow 3.17 stores NO_PERMISSIONS on a resource as DENY: no access at all)")
 
 
-def revoke(
-    profile_name: str, user: str, experiment: str | None = None, model: str | None = None
-) -> None:
+def revoke(profile_name: str, user: str, **selectors: str | None) -> None:
+    """Remove `user`'s own grant on the one resource a selector names."""
     profile = load_profile(profile_name)
     check_username(user)
-    _check_one_resource(experiment, model)
+    kind, value = resources.selected(selectors)
+    if kind.parameter == "tier":
+        resources.tier_type(value)
     with AdminClient.for_profile(profile) as client:
         require_user(client, user)
-        resource = _resource(client, experiment, model)
+        resource = resources.resolve(client, kind, value, revoking=True)
         try:
             client.revoke(user, resource.type, resource.id)
         except MlflowApiError as exc:
@@ -117,13 +74,17 @@ def revoke(
                 print(f"{user} had no grant on {resource.label}; nothing changed")
                 return
             raise
-    print(
-        f"revoked the grant of {user} on {resource.label}: "
-        f"default_permission ({profile.default_permission}) applies again"
-    )
+    if not resource.enforced:
+        fallback = "MLflow never checked it, so what the user may do is unchanged"
+    elif resource.id == "*":
+        fallback = "what the user holds on each one's parent decides again"
+    else:
+        fallback = f"default_permission ({profile.default_permission}) applies again"
+    print(f"revoked the grant of {user} on {resource.label}: {fallback}")
 
 
 def list_grants(profile_name: str, user: str) -> None:
+    """Every grant `user` holds, of every resource type, direct or through a role."""
     profile = load_profile(profile_name)
     check_username(user)
     with AdminClient.for_profile(profile) as client:
@@ -135,12 +96,7 @@ def list_grants(profile_name: str, user: str) -> None:
             raise
         rows = []
         for held in sorted(grants, key=lambda g: (g.resource_type, g.resource_id)):
-            name = held.resource_id
-            if held.resource_type == EXPERIMENT and held.resource_id != "*":
-                try:
-                    name = str(client.experiment_by_id(held.resource_id).get("name", ""))
-                except MlflowApiError:
-                    name = "(deleted?)"
+            name = resources.display_name(client, held.resource_type, held.resource_id)
             via = "direct" if held.direct else f"role {held.role}"
             rows.append((held.resource_type, held.resource_id, name, held.permission, via))
     if is_admin:
