@@ -19,6 +19,7 @@ ENV_VARS = {
     "oidc_client_secret": "MLFLOW_STACK_OIDC_CLIENT_SECRET",
     "oidc_machine_secret": "MLFLOW_STACK_OIDC_MACHINE_SECRET",
     "oidc_dev_user_password": "MLFLOW_STACK_OIDC_DEV_USER_PASSWORD",
+    "kek_passphrase": "MLFLOW_STACK_KEK_PASSPHRASE",
 }
 # The documented passwords of the dev profile (README, Secrets).
 DEV_DEFAULTS = {
@@ -30,11 +31,18 @@ DEV_DEFAULTS = {
     "oidc_dev_user_password": "dev-user-password",
 }
 OIDC_SECRETS = ("oidc_client_secret", "oidc_machine_secret", "oidc_dev_user_password")
+# Only the server reads it (MLFLOW_CRYPTO_KEK_PASSPHRASE): generated in every profile, dev's too,
+# since nobody types it; MLflow asks for 32 characters or more.
+KEK_PASSPHRASE = "kek_passphrase"  # noqa: S105 - a name
+MIN_KEK_LENGTH = 32
+# MLflow's public fallback (mlflow.utils.crypto.DEFAULT_KEK_PASSPHRASE), refused like the others.
+MLFLOW_DEFAULT_KEK = "mlflow-default-kek-passphrase-for-development-only"
 # Passwords that scanners try first; a profile with refuse_default_passwords will not start
 # with any of them.
 KNOWN_DEFAULTS = frozenset(
     {
         *DEV_DEFAULTS.values(),
+        MLFLOW_DEFAULT_KEK,
         "admin",
         "password",
         "password1234",
@@ -59,6 +67,9 @@ class Secrets:
     oidc_client_secret: str = field(default="", repr=False)
     oidc_machine_secret: str = field(default="", repr=False)
     oidc_dev_user_password: str = field(default="", repr=False)
+    # Empty only where secrets.env predates it: the server then falls back to MLflow's public
+    # default until the next render writes one.
+    kek_passphrase: str = field(default="", repr=False)
 
 
 def needed(profile: Profile, name: str) -> bool:
@@ -127,7 +138,7 @@ def check_secret_value(name: str, value: str) -> None:
         value,
         ENV_VARS.get(name, name),
         mlflow_user=name == "admin_password",
-        min_length=0 if name == "secret_key" else MIN_PASSWORD_LENGTH,
+        min_length={"secret_key": 0, KEK_PASSPHRASE: MIN_KEK_LENGTH}.get(name, MIN_PASSWORD_LENGTH),
         ini_safe=True,
     )
 
@@ -160,10 +171,12 @@ def _gather(
                 f"profile {profile.name} signs in through an external provider: set {var} to "
                 "the client secret it issued"
             )
-        elif profile.secrets_mode == "defaults":
+        elif profile.secrets_mode == "defaults" and name in DEV_DEFAULTS:
             values[name] = DEV_DEFAULTS[name]
         else:
             values[name] = missing(name)
+            if not values[name]:
+                continue  # load_secrets on a secrets.env from before the KEK (see Secrets)
         check_secret_value(name, values[name])
         if profile.refuse_default_passwords and values[name] in KNOWN_DEFAULTS:
             raise StackError(
@@ -191,6 +204,8 @@ def load_secrets(profile: Profile, environ: Mapping[str, str] | None = None) -> 
     """
 
     def missing(name: str) -> str:
+        if name == KEK_PASSPHRASE:
+            return ""  # only the server needs it, and render writes it into its environment
         raise StackError(
             f"profile {profile.name} has no secrets yet: run `invoke render -p {profile.name}` "
             f"or `invoke up -p {profile.name}`"

@@ -24,8 +24,9 @@ def test_generated_secrets_are_random_private_and_stable(stack_home, name):
         "MLFLOW_STACK_ADMIN_PASSWORD",
         "MLFLOW_STACK_DB_PASSWORD",
         "MLFLOW_STACK_SECRET_KEY",
+        "MLFLOW_STACK_KEK_PASSPHRASE",
     }
-    assert len(set(first.values())) == 3
+    assert len(set(first.values())) == 4
     assert all(len(value) >= 40 for value in first.values())
     assert not set(first.values()) & set(DEV_DEFAULTS.values())
     render_profile(load_profile(name))
