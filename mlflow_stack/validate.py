@@ -13,7 +13,13 @@ from mlflow_stack import paths
 from mlflow_stack.errors import StackError
 from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import Profile
-from mlflow_stack.tools import compose_binary, compose_lint_binary, hadolint_binary
+from mlflow_stack.tools import (
+    checkov_binary,
+    compose_binary,
+    compose_lint_binary,
+    hadolint_binary,
+    kubernetes_validate_binary,
+)
 
 # Keys of mlflow/server/auth/config.py that MLflow reads without a fallback, plus the ones the
 # stack depends on.
@@ -207,4 +213,100 @@ def validate_profile(profile: Profile) -> list[str]:
         f"{layout.AUTH_CONFIG}, {layout.LOCAL_AUTH_CONFIG}: parsed as MLflow parses them",
         f"{layout.DOCKERFILE}: hadolint passed",
         *keycloak,
+    ]
+
+
+# --- Kubernetes output (.stack/<profile>/k8s/) ----------------------------------------------
+
+# The schemas kubernetes-validate checks against (it bundles them: no network).
+KUBERNETES_VERSION = "1.35.0"
+CHECKOV_CONFIG = paths.PROJECT_ROOT / "config" / "checkov.yml"
+
+
+def k8s_manifests(profile: Profile) -> list[Path]:
+    """The rendered manifests (not kustomization.yaml, which is kustomize's, not an API object)."""
+    folder = profile.layout.k8s_dir
+    manifests = sorted(p for p in folder.glob("*.yaml") if p.name != "kustomization.yaml")
+    if not manifests or not (folder / "kustomization.yaml").exists():
+        raise StackError(
+            f"{StackLayout.K8S_DIR}/ not rendered: run "
+            f"`invoke render -p {profile.name} --target kubernetes`"
+        )
+    return manifests
+
+
+def run_kubernetes_validate(manifests: list[Path]) -> None:
+    """kubernetes-validate --strict: an unknown or misspelt field is an error, not ignored."""
+    result = subprocess.run(
+        [
+            str(kubernetes_validate_binary()),
+            "--strict",
+            "--quiet",
+            "--kubernetes-version",
+            KUBERNETES_VERSION,
+            *(str(p) for p in manifests),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        raise StackError(f"kubernetes-validate: {(lines or ['failed'])[0]}")
+
+
+def run_checkov(folder: Path, config: Path = CHECKOV_CONFIG) -> list[str]:
+    """checkov's Kubernetes checks on `folder`; returns the failed check ids (none: passed)."""
+    # Offline and quiet: no version check, no calls to the vendor's API.
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(folder),
+        "BC_SKIP_MAPPING": "TRUE",
+        "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false",
+    }
+    result = subprocess.run(
+        [
+            str(checkov_binary()),
+            "--config-file",
+            str(config),
+            "--directory",
+            str(folder),
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    try:
+        report = json.loads(result.stdout)
+    except ValueError:
+        detail = (result.stderr.strip().splitlines() or ["no report"])[-1]
+        raise StackError(f"checkov: {detail}") from None
+    reports = report if isinstance(report, list) else [report]
+    failed = sorted(
+        {
+            f"{check['check_id']} {check.get('resource', '')}".strip()
+            for item in reports
+            for check in (item.get("results") or {}).get("failed_checks", [])
+        }
+    )
+    if result.returncode not in (0, 1) or (result.returncode == 1 and not failed):
+        detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        raise StackError(f"checkov: {detail}")
+    return failed
+
+
+def validate_k8s(profile: Profile) -> list[str]:
+    """Check the profile's Kubernetes output offline; returns one line per check that passed."""
+    manifests = k8s_manifests(profile)
+    run_kubernetes_validate(manifests)
+    failed = run_checkov(profile.layout.k8s_dir)
+    if failed:
+        raise StackError(f"checkov: {', '.join(failed)} (config/checkov.yml)")
+    folder = StackLayout.K8S_DIR
+    return [
+        f"{folder}/: kubernetes-validate --strict passed (Kubernetes {KUBERNETES_VERSION})",
+        f"{folder}/: checkov passed (config/checkov.yml)",
     ]
