@@ -1,7 +1,7 @@
 """The stack's databases: probe, wait, psql, backup and restore, on any runtime.
 
 Each function is given the endpoint the runtime exposes PostgreSQL on (a published port, or a
-relay container) and uses the profile's own PostgreSQL client programs.
+relay container) and uses the profile's own PostgreSQL client programs (mlflow_stack.pg_programs).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import io
 import json
 import os
 import socket
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -25,9 +24,10 @@ from psycopg2 import sql
 
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import SECRET_MODE
+from mlflow_stack.pg_programs import PostgresPrograms, client_login
 from mlflow_stack.profile import Profile
 from mlflow_stack.runtime import DatabaseEndpoint, Runtime
-from mlflow_stack.runtime.postgres import client_command, connect
+from mlflow_stack.runtime.postgres import connect
 from mlflow_stack.secrets import Secrets
 
 BACKUP_FORMAT = 1
@@ -68,7 +68,7 @@ def probe(profile: Profile, secrets: Secrets, endpoint: DatabaseEndpoint) -> lis
         except psycopg2.OperationalError as exc:
             if "password authentication failed" not in str(exc):
                 raise
-        return f"{endpoint.host}:{endpoint.port} answers as PostgreSQL"
+        return f"{endpoint} answers as PostgreSQL"
 
     def authenticates() -> str:
         opened.append(connect(profile, secrets, endpoint, "postgres"))
@@ -170,29 +170,11 @@ def wait(profile: Profile, secrets: Secrets, endpoint: DatabaseEndpoint, timeout
     raise StackError(f"PostgreSQL did not accept connections within {timeout:.0f} s: {last}")
 
 
-def client_environment(
-    profile: Profile, secrets: Secrets, endpoint: DatabaseEndpoint
-) -> dict[str, str]:
-    """libpq settings for psql/pg_dump/pg_restore: the password never reaches argv."""
-    env = dict(os.environ)
-    env.update(
-        PGHOST=endpoint.host,
-        PGPORT=str(endpoint.port),
-        PGUSER=profile.db_user,
-        PGPASSWORD=secrets.db_password,
+def psql(profile: Profile, secrets: Secrets, endpoint: DatabaseEndpoint, database: str) -> int:
+    """psql on `database` for a person at this terminal; its exit code."""
+    return PostgresPrograms.for_profile(profile).attach_client(
+        "psql", "--dbname", database, login=client_login(profile, secrets, endpoint)
     )
-    return env
-
-
-def psql_command(profile: Profile, database: str) -> list[str]:
-    return client_command(profile, "psql", "--dbname", database)
-
-
-def _run_client(command: list[str], env: dict[str, str], what: str) -> None:
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise StackError(f"{what} failed: {last}")
 
 
 def backup(
@@ -203,7 +185,8 @@ def backup(
     output: Path,
 ) -> Path:
     """One tar file: both databases (pg_dump custom format), the artifacts, a manifest."""
-    env = client_environment(profile, secrets, endpoint)
+    pg = PostgresPrograms.for_profile(profile)
+    login = client_login(profile, secrets, endpoint)
     output = output.expanduser().resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -213,19 +196,16 @@ def backup(
             ("auth", profile.auth_database),
         ):
             dump = Path(scratch) / f"{role}.dump"
-            _run_client(
-                client_command(
-                    profile,
-                    "pg_dump",
-                    "--format=custom",
-                    "--no-owner",
-                    "--file",
-                    str(dump),
-                    "--dbname",
-                    database,
-                ),
-                env,
-                f"pg_dump of {database}",
+            pg.run_client(
+                "pg_dump",
+                "--format=custom",
+                "--no-owner",
+                "--file",
+                str(dump),
+                "--dbname",
+                database,
+                login=login,
+                what=f"pg_dump of {database}",
             )
             dumps[role] = dump
         manifest = {
@@ -276,7 +256,8 @@ def restore(
         archive = tarfile.open(source, mode="r:gz")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError) as exc:
         raise StackError(f"{source} is not a backup made by db.backup: {exc}") from None
-    env = client_environment(profile, secrets, endpoint)
+    pg = PostgresPrograms.for_profile(profile)
+    login = client_login(profile, secrets, endpoint)
     with archive, tempfile.TemporaryDirectory() as scratch:
         members = _safe_members(archive)
         names = {m.name for m in members}
@@ -303,18 +284,15 @@ def restore(
                         sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database))
                     )
                     cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-                _run_client(
-                    client_command(
-                        profile,
-                        "pg_restore",
-                        "--no-owner",
-                        "--exit-on-error",
-                        "--dbname",
-                        database,
-                        str(Path(scratch) / f"{role}.dump"),
-                    ),
-                    env,
-                    f"pg_restore of {database}",
+                pg.run_client(
+                    "pg_restore",
+                    "--no-owner",
+                    "--exit-on-error",
+                    "--dbname",
+                    database,
+                    str(Path(scratch) / f"{role}.dump"),
+                    login=login,
+                    what=f"pg_restore of {database}",
                 )
         finally:
             admin.close()

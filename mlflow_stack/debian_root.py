@@ -7,12 +7,12 @@ import datetime
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow_stack import programs
 from mlflow_stack.errors import StackError
 
 SUITE = "bookworm"
@@ -187,24 +187,8 @@ def remove_root(root: Path) -> None:
 
 
 def run_logged(argv: list[str], log: Path, timeout: float) -> None:
-    """debootstrap and tar: output to a log file the error message points at."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as out:
-        try:
-            result = subprocess.run(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise StackError(
-                f"{Path(argv[0]).name} did not finish within {timeout:.0f} s"
-            ) from None
-    if result.returncode != 0:
-        raise StackError(f"{Path(argv[0]).name} failed (exit {result.returncode}): see {log}")
+    """debootstrap and tar: output appended to a log file the error message points at."""
+    programs.run(argv, timeout=timeout, log=log)
 
 
 def build_base_tar(folder: Path, sources: list[AptSource]) -> Path:

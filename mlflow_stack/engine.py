@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow_stack import programs
 from mlflow_stack.errors import StackError
 from mlflow_stack.runtime.compose import engine_answers
 from mlflow_stack.runtime.processes import children_of, process_alive, start_time
@@ -66,24 +67,12 @@ def ensure_engine(allow_install: bool) -> StartedEngine | None:
 
 
 def apt_get(*args: str) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        result = subprocess.run(
-            ["apt-get", *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=APT_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise StackError(
-            f"apt-get {args[0]} did not finish within {APT_TIMEOUT_SECONDS} s"
-        ) from None
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise StackError(f"apt-get {args[0]} failed (exit {result.returncode}): {last}")
+    programs.run(
+        ["apt-get", *args],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        timeout=APT_TIMEOUT_SECONDS,
+        what=f"apt-get {args[0]}",
+    )
 
 
 def install_packages() -> None:

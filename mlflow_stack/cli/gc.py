@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -19,12 +18,12 @@ from pathlib import Path
 
 from mlflow_stack import gc
 from mlflow_stack.cli.prompts import confirm_deletion
-from mlflow_stack.cli.stack import existing_runtime
+from mlflow_stack.cli.stack import check_reachable, existing_runtime
 from mlflow_stack.endpoints import Endpoints
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import Profile, load_profile
 from mlflow_stack.render import CONTAINER_ARTIFACTS
-from mlflow_stack.runtime import DatabaseEndpoint, Runtime
+from mlflow_stack.runtime import Runtime
 from mlflow_stack.secrets import load_secrets
 
 KINDS = (("runs", "run"), ("experiments", "experiment"), ("logged_models", "logged model"))
@@ -96,20 +95,10 @@ def _error_line(stderr: str, returncode: int) -> str:
     return f"garbage collection failed: {detail}"
 
 
-def _reachable(profile: Profile, endpoint: DatabaseEndpoint) -> None:
-    try:
-        socket.create_connection((endpoint.host, endpoint.port), timeout=5).close()
-    except OSError:
-        raise StackError(
-            f"the database of profile {profile.name} is not reachable on "
-            f"{endpoint.host}:{endpoint.port}: run `invoke up -p {profile.name}`"
-        ) from None
-
-
 def _run_local(profile: Profile, stack: Runtime, options: Sequence[str]) -> str:
     secrets = load_secrets(profile)
     with stack.database_endpoint() as endpoint:
-        _reachable(profile, endpoint)
+        check_reachable(profile, endpoint)
         uri = Endpoints.of(profile).tracking_uri(secrets, endpoint)
         result = subprocess.run(
             local_command(profile, options),

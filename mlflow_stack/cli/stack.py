@@ -6,9 +6,9 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mlflow_stack.endpoints import DatabaseEndpoint, Endpoints
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import Profile
-from mlflow_stack.render import database_uri
 from mlflow_stack.runtime import Runtime, check_runtime, make_runtime, remembered_runtime
 from mlflow_stack.secrets import load_secrets
 
@@ -39,11 +39,16 @@ def auth_database(profile: Profile) -> Iterator[str]:
     stack = existing_runtime(profile)
     secrets = load_secrets(profile)
     with stack.database_endpoint() as endpoint:
-        try:
-            socket.create_connection((endpoint.host, endpoint.port), timeout=5).close()
-        except OSError:
-            raise StackError(
-                f"the auth database of profile {profile.name} is not reachable on "
-                f"{endpoint.host}:{endpoint.port}: run `invoke up -p {profile.name}`"
-            ) from None
-        yield database_uri(profile, secrets, endpoint.host, endpoint.port, profile.auth_database)
+        check_reachable(profile, endpoint, "auth database")
+        yield Endpoints.of(profile).auth_database_uri(secrets, endpoint)
+
+
+def check_reachable(profile: Profile, endpoint: DatabaseEndpoint, what: str = "database") -> None:
+    """A StackError naming `invoke up` unless `endpoint` accepts a TCP connection."""
+    try:
+        socket.create_connection((endpoint.host, endpoint.port), timeout=5).close()
+    except OSError:
+        raise StackError(
+            f"the {what} of profile {profile.name} is not reachable on {endpoint}: "
+            f"run `invoke up -p {profile.name}`"
+        ) from None

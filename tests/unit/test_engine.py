@@ -65,3 +65,23 @@ def test_children_and_start_time_come_from_proc():
     assert os.getpid() in [pid for pid, _ in engine.children_of(parent)]
     assert engine.start_time(os.getpid()) is not None
     assert engine.start_time(2**22 + 1) is None
+
+
+def test_apt_get_runs_noninteractive_and_fails_in_one_line(monkeypatch):
+    from tests.unit.test_programs import FakeRun
+
+    fake = FakeRun()
+    monkeypatch.setattr(engine.programs.subprocess, "run", fake)
+    engine.apt_get("update")
+    call = fake.last
+    assert call["argv"] == ["apt-get", "update"]
+    assert call["env"]["DEBIAN_FRONTEND"] == "noninteractive"
+    assert call["stdin"] is engine.programs.subprocess.DEVNULL
+    assert call["timeout"] == engine.APT_TIMEOUT_SECONDS
+    fake.code, fake.stderr = 100, "Reading package lists...\nE: Unable to locate package nope\n"
+    with pytest.raises(StackError) as error:
+        engine.apt_get("install", "-y", "nope")
+    assert str(error.value) == "apt-get install failed (exit 100): E: Unable to locate package nope"
+    fake.times_out = True
+    with pytest.raises(StackError, match=r"^apt-get update did not finish within 900 s$"):
+        engine.apt_get("update")

@@ -382,3 +382,33 @@ def test_a_narrowed_algorithm_list_refuses_the_others(ec_key, cache):
     )
     with pytest.raises(TokenRefused, match="'ES256' is not allowed"):
         verify(sign(ec_key, claims(), kid="ec1", alg="ES256"), cache, settings=settings)
+
+
+# --- the split: the keys in auth/jwks.py ------------------------------------------------
+
+
+def test_the_key_cache_lives_in_jwks_and_keeps_its_old_names():
+    from mlflow_stack.auth import jwks, jwt_access
+
+    assert jwt_access.JwksCache is jwks.JwksCache
+    assert jwt_access.TokenRefused is jwks.TokenRefused
+    assert jwt_access.KeysUnavailable is jwks.KeysUnavailable
+
+
+@pytest.mark.parametrize("module", ["jwks", "jwt_access"])
+def test_the_auth_modules_import_no_heavy_library_at_import_time(module):
+    """MLflow loads the auth package into every worker: PyJWT, cryptography and requests are
+    imported on first use only."""
+    import ast
+    from pathlib import Path
+
+    import mlflow_stack.auth
+
+    source = Path(mlflow_stack.auth.__file__).with_name(f"{module}.py").read_text()
+    top_level = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Import):
+            top_level |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top_level.add(node.module.split(".")[0])
+    assert not top_level & {"jwt", "cryptography", "requests"}

@@ -5,7 +5,7 @@ import stat
 import pytest
 from sqlalchemy.engine import make_url
 
-from mlflow_stack import render
+from mlflow_stack import filters, render
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import parse_env_file
 from mlflow_stack.layout import StackLayout
@@ -84,11 +84,20 @@ def test_a_failing_template_writes_nothing(stack_home, monkeypatch):
 
 
 def test_filters_escape_for_their_format():
-    assert render.ini_value("100%") == "100%%"
-    assert render.compose_value("a$b$$") == "a$$b$$$$"
-    assert render.urlquote("p@s/s:w%rd") == "p%40s%2Fs%3Aw%25rd"
-    assert render.yaml_string('q"u\\o') == '"q\\"u\\\\o"'
-    assert render.supervisor_arg("a b%") == "'a b%%'"
-    assert render.postgres_conf_string("it's") == "'it''s'"
-    with pytest.raises(StackError):
-        render.ini_value(" padded ")
+    assert filters.ini_value("100%") == "100%%"
+    assert filters.compose_value("a$b$$") == "a$$b$$$$"
+    assert filters.urlquote("p@s/s:w%rd") == "p%40s%2Fs%3Aw%25rd"
+    assert filters.yaml_string('q"u\\o') == '"q\\"u\\\\o"'
+    assert filters.supervisor_arg("a b%") == "'a b%%'"
+    assert filters.postgres_conf_string("it's") == "'it''s'"
+    assert filters.shell_word("a'b") == "'a'\"'\"'b'"
+    with pytest.raises(filters.RenderError):
+        filters.ini_value(" padded ")
+
+
+def test_the_templates_use_the_filters_module_and_the_old_names_still_work():
+    environment = render.template_environment()
+    for name, function in filters.FILTERS.items():
+        assert environment.filters[name] is function
+    assert render.ini_value is filters.ini_value and render.RenderError is filters.RenderError
+    assert issubclass(filters.RenderError, StackError)

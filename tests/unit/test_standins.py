@@ -286,3 +286,58 @@ def test_last_line_skips_dockers_help_pointer():
     stderr = "docker: Error response from daemon: boom.\n\nRun 'docker run --help' for more\n"
     assert last_line(stderr) == "docker: Error response from daemon: boom."
     assert last_line("") == "no output"
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    from tests.unit.test_programs import FakeRun
+
+    fake = FakeRun()
+    monkeypatch.setattr(standins.programs.subprocess, "run", fake)
+    monkeypatch.setattr(standins, "docker_binary", lambda: "/usr/bin/docker")
+    return fake
+
+
+def test_docker_uses_the_classic_builder_and_fails_in_one_line(fake_run):
+    fake_run.stdout = '{"a": "b"}\n'
+    assert standins.image_labels("img:1") == {"a": "b"}
+    assert fake_run.last["argv"][:3] == ["/usr/bin/docker", "image", "inspect"]
+    assert fake_run.last["env"]["DOCKER_BUILDKIT"] == "0"
+    fake_run.code = 1
+    fake_run.stderr = "Error response from daemon: pull access denied\nSee 'docker pull --help'.\n"
+    with pytest.raises(StackError) as error:
+        standins.docker("pull", "--quiet", "img:1", timeout=60)
+    assert str(error.value) == (
+        "docker pull failed (exit 1): Error response from daemon: pull access denied"
+    )
+    with pytest.raises(StackError, match=r"^docker image inspect failed \(exit 1\): Error"):
+        standins.docker("image", "inspect", "img:1", timeout=60)
+    fake_run.times_out = True
+    with pytest.raises(StackError, match=r"^docker image rm did not finish within 60 s$"):
+        standins.docker("image", "rm", "img:1", timeout=60)
+
+
+def test_a_docker_build_log_holds_that_build_only(fake_run, tmp_path):
+    log = tmp_path / "logs" / "build-x.log"
+    fake_run.stdout = "Step 1/2\n"
+    standins.docker("build", ".", timeout=60, log=log)
+    standins.docker("build", ".", timeout=60, log=log)
+    assert log.read_text() == "Step 1/2\n"
+    fake_run.code = 2
+    with pytest.raises(StackError, match=rf"^docker build failed \(exit 2\): see {log}$"):
+        standins.docker("build", "--force-rm", ".", timeout=60, log=log)
+
+
+def test_run_logged_appends_to_the_shared_log_and_points_at_it(fake_run, tmp_path):
+    from mlflow_stack.debian_root import run_logged
+
+    log = tmp_path / "logs" / "debootstrap.log"
+    fake_run.stdout = "I: Retrieving InRelease\n"
+    run_logged(["/usr/sbin/debootstrap", "--variant=minbase"], log, 1200)
+    fake_run.code = 2
+    with pytest.raises(StackError, match=rf"^tar failed \(exit 2\): see {log}$"):
+        run_logged(["tar", "-cf", "x.tar", "."], log, 600)
+    assert log.read_text() == "I: Retrieving InRelease\n" * 2  # debootstrap's output kept
+    fake_run.times_out = True
+    with pytest.raises(StackError, match=r"^debootstrap did not finish within 1200 s$"):
+        run_logged(["/usr/sbin/debootstrap"], log, 1200)

@@ -24,7 +24,7 @@ def runtime(stack_home, monkeypatch) -> local.LocalRuntime:
 
 def test_supervisord_without_a_pid_file_is_an_error(runtime, monkeypatch):
     monkeypatch.setattr(
-        local.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", "")
+        local.programs, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", "")
     )
     with pytest.raises(StackError, match="supervisord started but wrote no pid file within 10 s"):
         runtime._start_supervisor()
