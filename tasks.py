@@ -15,14 +15,21 @@ YES = "do not ask for confirmation (required without a terminal)"
 @stack_task(
     help={
         "profile": PROFILE,
-        "check": "also validate the files: compose config -q, MLflow's INI parsing, hadolint",
+        "check": (
+            "also validate the files: compose config -q, MLflow's INI parsing, hadolint; "
+            "with --target kubernetes: kubernetes-validate --strict and checkov"
+        ),
+        "target": (
+            "runtimes (default: the compose and local runtimes' files) or kubernetes "
+            "(.stack/<profile>/k8s/, for kubectl apply -k)"
+        ),
     }
 )
-def render(c, profile="dev", check=False):
+def render(c, profile="dev", check=False, target="runtimes"):
     """Render a profile into .stack/<profile>/ (compose file, auth_config.ini, local configs)."""
     from mlflow_stack.cli import lifecycle
 
-    lifecycle.render(profile, check=check)
+    lifecycle.render(profile, check=check, target=target)
 
 
 @stack_task(help={"profile": PROFILE})
@@ -154,7 +161,29 @@ def gc(c, profile="dev", older_than=None, experiment=None, yes=False, runtime="a
     trash.collect(profile, older_than, experiment or (), yes, runtime)
 
 
-namespace = Collection(render, validate, up, down, stop, restart, status, logs, clean, env, gc)
+@stack_task(
+    help={
+        "profile": PROFILE,
+        "user": "only this user's records",
+        "since": "only records since then: 2h, 30m, 7d, or an ISO time (UTC)",
+        "failed": "only refusals and failures (401, 403, 4xx, 5xx)",
+        "follow": "print new records as they are written, until Ctrl-C (JSON lines)",
+        "json": "print JSON lines instead of a table",
+        "runtime": RUNTIME,
+    }
+)
+def audit(
+    c, profile="dev", user=None, since=None, failed=False, follow=False, json=False, runtime="auto"
+):
+    """Show the audit log: who changed what, and every failed authentication."""
+    from mlflow_stack.cli import audit as audit_log
+
+    audit_log.show(profile, user, since, failed, follow, json, runtime)
+
+
+namespace = Collection(
+    render, validate, up, down, stop, restart, status, logs, clean, env, gc, audit
+)
 
 
 @stack_task(name="probe", help={"profile": PROFILE, "runtime": RUNTIME})
@@ -454,9 +483,21 @@ def tokens_revoke(c, profile="dev", token_id=None):
     tokens.revoke(profile, token_id)
 
 
+@stack_task(
+    name="renew",
+    help={"profile": PROFILE, "ca": "also make a new CA (clients must trust it again)"},
+)
+def tls_renew(c, profile="dev", ca=False):
+    """Issue a new server certificate for the profile's allowed hosts (tls = self-signed)."""
+    from mlflow_stack.cli import tls
+
+    tls.renew(profile, ca)
+
+
 users = Collection("users", users_add, users_list, users_passwd, users_admin, users_delete)
 perms = Collection("perms", perms_grant, perms_revoke, perms_list)
 tokens = Collection("tokens", tokens_create, tokens_list, tokens_revoke)
 namespace.add_collection(users)
 namespace.add_collection(perms)
 namespace.add_collection(tokens)
+namespace.add_collection(Collection("tls", tls_renew))

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import requests
 
 from mlflow_stack import health
+from mlflow_stack.endpoints import Endpoints
 from mlflow_stack.errors import StackError
 from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import Profile
@@ -151,6 +152,7 @@ class AdminClient:
         self.session.auth = (username, password)
         # Never pick up a ~/.netrc or proxy settings that would change who we are or where we go.
         self.session.trust_env = False
+        self.session.verify = Endpoints.of(profile).verify
 
     @classmethod
     def for_profile(cls, profile: Profile) -> AdminClient:

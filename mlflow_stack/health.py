@@ -10,19 +10,20 @@ from typing import TextIO
 
 import requests
 
+from mlflow_stack.endpoints import Endpoints
 from mlflow_stack.profile import Profile
 
 
 def mlflow_url(profile: Profile) -> str:
-    host = profile.bind_address
-    if host in ("0.0.0.0", "::"):  # noqa: S104 - a wildcard bind is reached through loopback
-        host = "127.0.0.1"
-    return f"http://{host}:{profile.mlflow_port}"
+    """The MLflow server as this machine reaches it (mlflow_stack.endpoints derives it)."""
+    return Endpoints.of(profile).mlflow_url
 
 
 def mlflow_is_healthy(profile: Profile, timeout: float = 2) -> bool:
     try:
-        response = requests.get(f"{mlflow_url(profile)}/health", timeout=timeout)
+        response = requests.get(
+            f"{mlflow_url(profile)}/health", timeout=timeout, verify=Endpoints.of(profile).verify
+        )
     except requests.RequestException:
         return False
     return response.status_code == 200
@@ -36,6 +37,7 @@ def mlflow_accepts(profile: Profile, username: str, password: str, timeout: floa
             json={"max_results": 1},
             auth=(username, password),
             timeout=timeout,
+            verify=Endpoints.of(profile).verify,
         )
     except requests.RequestException:
         return False

@@ -16,7 +16,9 @@ is killed the uvicorn child lives on, still holding the port. So:
    once instead of twice (a warm start ~3 s shorter). The server's app creates the admin and
    checks the schema itself, as it does in every worker.
 With MLflow's job runner on, `mlflow server` must stay the parent of its job consumers, and
-this launcher simply execs it.
+this launcher simply execs it. Every start but a remembered one first brings the schemas to
+head behind a PostgreSQL lock (mlflow_stack/container/migrate.py), as the container's entry
+point does.
 """
 
 from __future__ import annotations
@@ -154,15 +156,21 @@ def main(argv: list[str]) -> None:
     if previous and previous != os.getpgrp():
         end_group(previous)
     group_file.write_text(f"{os.getpgrp()}\n")
+    from mlflow_stack.container.migrate import migrate_on_start
 
     if os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true").lower() not in ("false", "0"):
+        migrate_on_start()
         exec_mlflow_server(server_args)
     launch_file = StackLayout.launch_file_of(group_file)
     key = launch_key(server_args, dict(os.environ))
     remembered = read_launch(launch_file, key)
     env = resolve_env(remembered["env"]) if remembered else None
     if remembered and env is not None:
+        # A warm start: same MLflow, same configuration, schemas brought to head before.
         exec_server(remembered["command"], env)
+    # The schemas to head behind a lock first (mlflow_stack/container/migrate.py); this path
+    # imports MLflow anyway, so it costs the database round trips only.
+    migrate_on_start()
     run_mlflow_server_in_place(server_args, launch_file, key)
 
 

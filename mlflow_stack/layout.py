@@ -38,13 +38,17 @@ class StackLayout:
     OIDC_PROVIDER_KEYS = "local/oidc-provider-keys.json"
     KEYCLOAK_REALM = "keycloak/realm.json"
     KEYCLOAK_ENTRYPOINT = "keycloak/entrypoint.sh"
+    # `invoke render --target kubernetes`: the manifests and their kustomization.yaml.
+    K8S_DIR = "k8s"
     # --- relative to root: what the steps after render keep there ---------------------------
     SECRETS_FILE = "secrets.env"
+    TLS_DIR = "certs"  # tls = "self-signed": the profile's CA and server certificate (keys 0600)
     RUNTIME_FILE = "runtime"  # which runtime the stack was last brought up with
     PGDATA = "pgdata"
     PGSOCKET = "pgsocket"
     RUN = "run"
     LOGS = "logs"
+    AUDIT_FILE = "audit.jsonl"  # in logs/ (local runtime) and in the compose audit volume
     ARTIFACTS = "artifacts"
     # What `clean` keeps without --volumes and removes with it (the secrets it always keeps).
     DATA_ENTRIES = (PGDATA, ARTIFACTS, LOGS)
@@ -114,6 +118,10 @@ class StackLayout:
     @property
     def keycloak_entrypoint(self) -> Path:
         return self.root / self.KEYCLOAK_ENTRYPOINT
+
+    @property
+    def k8s_dir(self) -> Path:
+        return self.root / self.K8S_DIR
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -189,6 +197,15 @@ class StackLayout:
     @property
     def mlflow_log(self) -> Path:
         return self.logs / "mlflow.log"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / self.TLS_DIR
+
+    @property
+    def audit_log(self) -> Path:
+        """The local runtime's audit log (rotated copies beside it: audit.jsonl.1, …)."""
+        return self.logs / self.AUDIT_FILE
 
     @property
     def supervisord_log(self) -> Path:

@@ -25,6 +25,7 @@ HOST_PATTERN = re.compile(r"[A-Za-z0-9*.:\[\]-]{1,253}")
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SECRETS_MODES = ("defaults", "generate")
+TLS_MODES = ("off", "self-signed", "files")
 PORT_KEYS = ("mlflow_port", "postgres_port", "oidc_provider_port")
 OIDC_PROVIDERS = ("external", "keycloak", "dev")
 # "name:group+group" of oidc_dev_users ("+", not ",": the list itself is comma-separated
@@ -49,12 +50,20 @@ class Profile:
     postgres_port: int
     publish_postgres: bool
     allowed_hosts: tuple[str, ...]
+    tls: str
+    tls_cert_file: str
+    tls_key_file: str
     # MLflow server
     workers: int
     log_level: str
+    audit_log: bool
+    audit_max_mb: int
+    audit_backups: int
     default_permission: str
     admin_username: str
     job_execution: bool
+    kek_version: int
+    users_list_admins_only: bool
     # Storage
     artifacts_destination: str
     db_user: str
@@ -94,6 +103,22 @@ class Profile:
     oidc_machine_client_id: str
     oidc_provider_port: int
     oidc_dev_users: tuple[str, ...]
+    # Kubernetes (render --target kubernetes)
+    k8s_namespace: str
+    k8s_image: str
+    k8s_replicas: int
+    k8s_max_replicas: int
+    k8s_cpu_request: str
+    k8s_ingress_host: str
+    k8s_ingress_class: str
+    k8s_tls_secret: str
+    k8s_ingress_namespace: str
+    k8s_postgres_host: str
+    k8s_postgres_port: int
+    k8s_postgres_sslmode: str
+    k8s_artifacts_size: str
+    k8s_artifacts_access_mode: str
+    k8s_storage_class: str
     # Secrets
     secrets_mode: str
     refuse_default_passwords: bool
@@ -211,6 +236,52 @@ def _validate_oidc(name: str, settings: dict[str, Any]) -> None:
         raise StackError(f"profile {name}: oidc_scopes must include openid")
 
 
+# Kubernetes object names: a DNS-1123 label (namespaces) or subdomain (most other objects).
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany")
+
+
+def _validate_k8s(name: str, settings: dict[str, Any]) -> None:
+    for key in ("k8s_namespace", "k8s_ingress_namespace"):
+        if not DNS_LABEL.fullmatch(settings[key]):
+            raise StackError(f"profile {name}: {key} {settings[key]!r} is not a DNS-1123 label")
+    for key in ("k8s_ingress_host", "k8s_ingress_class", "k8s_tls_secret", "k8s_postgres_host"):
+        if not DNS_SUBDOMAIN.fullmatch(settings[key]):
+            raise StackError(
+                f"profile {name}: {key} {settings[key]!r} is not a DNS-1123 name (lower case)"
+            )
+    if settings["k8s_storage_class"] and not DNS_SUBDOMAIN.fullmatch(settings["k8s_storage_class"]):
+        raise StackError(f"profile {name}: k8s_storage_class is not a DNS-1123 name")
+    if settings["k8s_image"] and not re.fullmatch(
+        r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", settings["k8s_image"]
+    ):
+        raise StackError(f"profile {name}: k8s_image {settings['k8s_image']!r} is not an image")
+    replicas, most = settings["k8s_replicas"], settings["k8s_max_replicas"]
+    if not 1 <= replicas <= 100:
+        raise StackError(f"profile {name}: k8s_replicas = {replicas} (allowed: 1-100)")
+    if most and not replicas < most <= 100:
+        raise StackError(
+            f"profile {name}: k8s_max_replicas = {most} must be 0 (no autoscaler) or "
+            f"above k8s_replicas ({replicas}) and at most 100"
+        )
+    if not re.fullmatch(r"[1-9][0-9]*m|[0-9]+(\.[0-9]+)?", settings["k8s_cpu_request"]):
+        raise StackError(f"profile {name}: k8s_cpu_request is not like 250m or 0.5")
+    if not re.fullmatch(r"[1-9][0-9]*[KMGT]i", settings["k8s_artifacts_size"]):
+        raise StackError(f"profile {name}: k8s_artifacts_size is not like 10Gi")
+    if not 1 <= settings["k8s_postgres_port"] <= 65535:
+        raise StackError(f"profile {name}: k8s_postgres_port is out of range (1-65535)")
+    choices = {"k8s_postgres_sslmode": SSLMODES, "k8s_artifacts_access_mode": ACCESS_MODES}
+    for key, allowed in choices.items():
+        if settings[key] not in allowed:
+            raise StackError(
+                f"profile {name}: {key} = {settings[key]!r}; allowed: {', '.join(allowed)}"
+            )
+
+
 def _validate(name: str, settings: dict[str, Any]) -> None:
     project = settings["compose_project"]
     if project and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", project):
@@ -227,12 +298,20 @@ def _validate(name: str, settings: dict[str, Any]) -> None:
             f"profile {name}: mlflow_port and postgres_port are both {settings['mlflow_port']}"
         )
     _validate_oidc(name, settings)
+    _validate_k8s(name, settings)
+    if not 1 <= settings["kek_version"] <= 1_000_000:
+        raise StackError(f"profile {name}: kek_version must be 1 or more")
+    if not 1 <= settings["audit_max_mb"] <= 10_000:
+        raise StackError(f"profile {name}: audit_max_mb = {settings['audit_max_mb']} (1-10000)")
+    if not 0 <= settings["audit_backups"] <= 1000:
+        raise StackError(f"profile {name}: audit_backups = {settings['audit_backups']} (0-1000)")
     if not 1 <= settings["workers"] <= 32:
         raise StackError(f"profile {name}: workers = {settings['workers']} (allowed: 1-32)")
     choices = {
         "default_permission": PERMISSIONS,
         "log_level": LOG_LEVELS,
         "secrets_mode": SECRETS_MODES,
+        "tls": TLS_MODES,
     }
     for key, allowed in choices.items():
         if settings[key] not in allowed:
@@ -249,6 +328,8 @@ def _validate(name: str, settings: dict[str, Any]) -> None:
             raise StackError(
                 f"profile {name}: {key} {settings[key]!r} must be a lower-case SQL identifier"
             )
+    if settings["tls"] == "files" and not (settings["tls_cert_file"] and settings["tls_key_file"]):
+        raise StackError(f'profile {name}: tls = "files" needs tls_cert_file and tls_key_file')
     if not settings["allowed_hosts"]:
         raise StackError(f"profile {name}: allowed_hosts is empty")
     for host in settings["allowed_hosts"]:

@@ -8,22 +8,53 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
 import jinja2
 
 from mlflow_stack import paths
-from mlflow_stack.errors import StackError
+from mlflow_stack.endpoints import Endpoints
+from mlflow_stack.endpoints import database_uri as database_uri
 from mlflow_stack.files import (
     PUBLIC_MODE,
     SECRET_MODE,
     format_env_file,
     write_atomic,
 )
+
+# The escaping filters live in mlflow_stack.filters; their names stay importable from here.
+from mlflow_stack.filters import FILTERS, RenderError
+from mlflow_stack.filters import compose_value as compose_value
+from mlflow_stack.filters import ini_value as ini_value
+from mlflow_stack.filters import postgres_conf_string as postgres_conf_string
+from mlflow_stack.filters import shell_word as shell_word
+from mlflow_stack.filters import supervisor_arg as supervisor_arg
+from mlflow_stack.filters import urlquote as urlquote
+from mlflow_stack.filters import yaml_string as yaml_string
+
+# The keycloak service is keycloak_service's; its names stay importable from here.
+from mlflow_stack.keycloak_service import (
+    CONTAINER_KEYCLOAK_ENTRYPOINT as CONTAINER_KEYCLOAK_ENTRYPOINT,
+)
+from mlflow_stack.keycloak_service import (
+    CONTAINER_KEYCLOAK_IMPORT_DIR as CONTAINER_KEYCLOAK_IMPORT_DIR,
+)
+from mlflow_stack.keycloak_service import CONTAINER_KEYCLOAK_KC_SH as CONTAINER_KEYCLOAK_KC_SH
+from mlflow_stack.keycloak_service import (
+    CONTAINER_KEYCLOAK_REALM_VARIABLE as CONTAINER_KEYCLOAK_REALM_VARIABLE,
+)
+from mlflow_stack.keycloak_service import KEYCLOAK_HEALTHCHECK as KEYCLOAK_HEALTHCHECK
+from mlflow_stack.keycloak_service import KEYCLOAK_MANAGEMENT_PORT as KEYCLOAK_MANAGEMENT_PORT
+from mlflow_stack.keycloak_service import KEYCLOAK_UID as KEYCLOAK_UID
+from mlflow_stack.keycloak_service import keycloak_service
 from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import Profile
 from mlflow_stack.secrets import Secrets, resolve_secrets, write_secrets
+from mlflow_stack.sso_settings import dev_provider_command, runs_dev_provider
+from mlflow_stack.sso_settings import oidc_server_settings as oidc_server_settings
+
+if TYPE_CHECKING:  # tls imports cryptography, which only TLS profiles need
+    from mlflow_stack.tls import TlsFiles
 
 # Inside the MLflow container; the compose file mounts the rendered files and volumes here.
 CONTAINER_AUTH_CONFIG = "/mlflow/config/auth_config.ini"
@@ -31,94 +62,20 @@ CONTAINER_AUTH_CONFIG = "/mlflow/config/auth_config.ini"
 # (mlflow_stack/container/entrypoint.py).
 CONTAINER_AUTH_CONFIG_VARIABLE = "MLFLOW_STACK_AUTH_CONFIG_INI"
 CONTAINER_ARTIFACTS = "/mlflow/artifacts"
-COMPOSE_POSTGRES_HOST = "postgres"
-COMPOSE_POSTGRES_PORT = 5432
+# The audit volume of the compose runtime (mlflow_stack/auth/audit.py writes there).
+CONTAINER_AUDIT_DIR = "/mlflow/audit"
+# TLS in the container: the PEMs travel like auth_config.ini, into the same private tmpfs.
+CONTAINER_TLS_CERT = "/mlflow/config/tls.crt"
+CONTAINER_TLS_KEY = "/mlflow/config/tls.key"
+CONTAINER_TLS_CERT_VARIABLE = "MLFLOW_STACK_TLS_CERT_PEM"
+CONTAINER_TLS_KEY_VARIABLE = "MLFLOW_STACK_TLS_KEY_PEM"
 CONTAINER_UID = 10001  # the MLflow image's user (templates/Dockerfile.j2)
-
-# Keycloak, where the profile runs it (oidc_provider = "keycloak", docker runtime). The realm holds
-# the clients' secrets and the dev users' password: the compose file hands it over in a variable
-# and the entry point writes it into a tmpfs only Keycloak's user can read, the way
-# auth_config.ini reaches MLflow. A bind mount of keycloak/realm.json would keep its 0600 root
-# owner, unreadable to the container's uid 1000, and loosening it would expose it on the host.
-# (The host side of both files: StackLayout.KEYCLOAK_REALM and KEYCLOAK_ENTRYPOINT.)
-CONTAINER_KEYCLOAK_ENTRYPOINT = "/opt/mlflow-stack/keycloak-entrypoint.sh"
-CONTAINER_KEYCLOAK_IMPORT_DIR = "/opt/keycloak/data/import"  # what --import-realm reads
-CONTAINER_KEYCLOAK_REALM_VARIABLE = "MLFLOW_STACK_KEYCLOAK_REALM_JSON"
-CONTAINER_KEYCLOAK_KC_SH = "/opt/keycloak/bin/kc.sh"  # the image's own entry point
-KEYCLOAK_UID = 1000  # the Keycloak image's user
-KEYCLOAK_MANAGEMENT_PORT = 9000  # health endpoints (KC_HEALTH_ENABLED)
-# The image has no curl, wget or Python: bash's /dev/tcp sends the GET and reads the status line.
-KEYCLOAK_HEALTHCHECK = (
-    f"exec 3<>/dev/tcp/127.0.0.1/{KEYCLOAK_MANAGEMENT_PORT}"
-    " && printf 'GET /health/ready HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3"
-    ' && read -r status <&3 && [[ $status == *" 200 "* ]]'
-)
 
 # The authorization hook the project ships (bearer tokens + basic auth), see mlflow_stack/auth.
 AUTHORIZATION_FUNCTION = "mlflow_stack.auth.hook:authenticate"
 # The project's MLflow app (pyproject.toml, entry point mlflow.app): MLflow's basic-auth app
 # plus single sign-on and a users/current that lets the UI offer Logout.
 APP_NAME = "mlflow-stack"
-
-
-class RenderError(StackError):
-    """A value cannot be written faithfully into one of the rendered formats."""
-
-
-# --- Escaping filters: the only place any template escapes anything. -------------------------
-
-
-def ini_value(value: object) -> str:
-    """A value for MLflow's configparser: '%' doubled (interpolation); newlines cannot exist."""
-    text = str(value)
-    if "\n" in text or "\r" in text:
-        raise RenderError("a value for auth_config.ini contains a newline")
-    if text != text.strip():
-        raise RenderError("a value for auth_config.ini starts or ends with white space")
-    return text.replace("%", "%%")
-
-
-def compose_value(value: object) -> str:
-    """Compose interpolates '$'; '$$' is its literal dollar sign."""
-    return str(value).replace("$", "$$")
-
-
-def yaml_string(value: object) -> str:
-    """A double-quoted YAML scalar: JSON's string syntax is a subset of YAML's."""
-    import json
-
-    return json.dumps(str(value), ensure_ascii=False)
-
-
-def urlquote(value: object) -> str:
-    """Percent-encode everything outside the unreserved set, for a URI's userinfo."""
-    return quote(str(value), safe="")
-
-
-def supervisor_arg(value: object) -> str:
-    """One argument in supervisord's `command=`: shell-quoted, then '%' doubled (its expansion)."""
-    return shlex.quote(str(value)).replace("%", "%%")
-
-
-def shell_word(value: object) -> str:
-    """One word for bash: single-quoted where it needs quoting."""
-    return shlex.quote(str(value))
-
-
-def postgres_conf_string(value: object) -> str:
-    """A quoted postgresql.conf string value."""
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-FILTERS = {
-    "ini": ini_value,
-    "compose": compose_value,
-    "yaml": yaml_string,
-    "urlquote": urlquote,
-    "supervisor_arg": supervisor_arg,
-    "pgconf": postgres_conf_string,
-    "shell": shell_word,
-}
 
 
 def template_environment() -> jinja2.Environment:
@@ -137,14 +94,6 @@ def template_environment() -> jinja2.Environment:
 # --- What the templates are given. ------------------------------------------------------------
 
 
-def database_uri(profile: Profile, secrets: Secrets, host: str, port: int, database: str) -> str:
-    # psycopg2 explicitly: with SQLAlchemy 2.1 a bare postgresql:// asks for psycopg 3.
-    return (
-        f"postgresql+psycopg2://{urlquote(profile.db_user)}:{urlquote(secrets.db_password)}"
-        f"@{host}:{port}/{database}"
-    )
-
-
 def allowed_host_headers(profile: Profile) -> list[str]:
     headers: list[str] = []
     for host in profile.allowed_hosts:
@@ -154,8 +103,16 @@ def allowed_host_headers(profile: Profile) -> list[str]:
     return headers
 
 
-def mlflow_server_args(profile: Profile, host: str, artifacts_destination: str) -> list[str]:
-    """`mlflow server` arguments shared by both runtimes; secrets travel in the environment."""
+def tls_options(key_file: str, cert_file: str) -> str:
+    """uvicorn's TLS options (MLflow splits --uvicorn-opts with shlex)."""
+    return f" --ssl-keyfile {shlex.quote(key_file)} --ssl-certfile {shlex.quote(cert_file)}"
+
+
+def mlflow_server_args(
+    profile: Profile, host: str, artifacts_destination: str, tls: str = ""
+) -> list[str]:
+    """`mlflow server` arguments shared by both runtimes; secrets travel in the environment.
+    `tls` is tls_options() where the server speaks HTTPS."""
     return [
         "server",
         "--app-name",
@@ -172,8 +129,23 @@ def mlflow_server_args(profile: Profile, host: str, artifacts_destination: str) 
         "--allowed-hosts",
         ",".join(allowed_host_headers(profile)),
         "--uvicorn-opts",
-        f"--log-level {profile.log_level}",
+        # httptools (in the lock): uvicorn's C HTTP parser; named so a missing one fails loudly.
+        f"--log-level {profile.log_level} --http httptools{tls}",
     ]
+
+
+def audit_environment(profile: Profile, audit_file: str, to_stdout: bool) -> dict[str, str]:
+    """The MLFLOW_STACK_AUDIT_* variables of the server (mlflow_stack/auth/audit.py)."""
+    if not profile.audit_log:
+        return {}
+    from mlflow_stack.auth import audit
+
+    return {
+        audit.FILE_VARIABLE: audit_file,
+        audit.MAX_BYTES_VARIABLE: str(profile.audit_max_mb * 1024 * 1024),
+        audit.BACKUPS_VARIABLE: str(profile.audit_backups),
+        audit.STDOUT_VARIABLE: "1" if to_stdout else "0",
+    }
 
 
 def mlflow_environment(
@@ -181,37 +153,16 @@ def mlflow_environment(
 ) -> dict[str, str]:
     return {
         "MLFLOW_BACKEND_STORE_URI": backend_store_uri,
+        # mlflow_stack/container/migrate.py: the schemas to head, behind a lock, before start.
+        "MLFLOW_STACK_MIGRATE_ON_START": "1",
         "MLFLOW_AUTH_CONFIG_PATH": auth_config_path,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.secret_key,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if profile.job_execution else "false",
         "MLFLOW_LOGGING_LEVEL": profile.log_level.upper(),
-    }
-
-
-def oidc_server_settings(profile: Profile, secrets: Secrets, runtime: str) -> dict[str, str]:
-    """The [mlflow_stack.oidc] section of auth_config.ini (read by mlflow_stack.auth.oidc_config):
-    empty without single sign-on."""
-    if not profile.oidc_enabled:
-        return {}
-    from mlflow_stack import oidc_profile
-
-    return {
-        "issuer": oidc_profile.issuer(profile, runtime),
-        "discovery_url": oidc_profile.discovery_url(profile, runtime),
-        "client_id": profile.oidc_client_id,
-        "client_secret": secrets.oidc_client_secret,
-        "api_audience": profile.oidc_api_audience,
-        "scopes": " ".join(profile.oidc_scopes),
-        "username_claim": profile.oidc_username_claim,
-        "groups_claim": profile.oidc_groups_claim,
-        "login_group": profile.oidc_login_group,
-        "admin_group": profile.oidc_admin_group,
-        "admin_from_tokens": str(profile.oidc_admin_from_tokens).lower(),
-        "passwords": str(profile.oidc_passwords).lower(),
-        "session_seconds": str(profile.oidc_session_hours * 3600),
-        "redirect_uri": oidc_profile.redirect_uri(profile),
-        "post_logout_redirect_uri": oidc_profile.post_logout_redirect_uri(profile),
-        "profile_admin": profile.admin_username,
+        "MLFLOW_CRYPTO_KEK_PASSPHRASE": secrets.kek_passphrase,
+        "MLFLOW_CRYPTO_KEK_VERSION": str(profile.kek_version),
+        # Read by mlflow_stack.auth.features (USERS_LIST_VARIABLE).
+        "MLFLOW_STACK_SERVER_USERS_LIST_ADMINS_ONLY": str(profile.users_list_admins_only).lower(),
     }
 
 
@@ -236,24 +187,9 @@ class RenderedFile:
     mode: int
 
 
-def _runs_dev_provider(profile: Profile) -> bool:
-    from mlflow_stack import oidc_profile
-
-    return oidc_profile.runs_dev_provider(profile, "local")
-
-
-def dev_provider_command(profile: Profile) -> list[str]:
-    """supervisord's oidc-provider program, where the local runtime runs the dev provider."""
-    if not _runs_dev_provider(profile):
-        return []
-    from mlflow_stack import oidc_local
-
-    return oidc_local.supervisor_command(profile)
-
-
 def dev_provider_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
     """The dev provider's config and its keys (made at the first render, then kept)."""
-    if not _runs_dev_provider(profile):
+    if not runs_dev_provider(profile):
         return []
     from mlflow_stack import oidc_dev, oidc_local
 
@@ -267,75 +203,17 @@ def dev_provider_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]
     ]
 
 
-def keycloak_service(profile: Profile, secrets: Secrets) -> dict[str, Any]:
-    """What the compose file's keycloak service and its entry point are given; empty where the
-    profile runs no Keycloak."""
-    from mlflow_stack import keycloak_realm, oidc_profile
-
-    if not oidc_profile.runs_keycloak(profile, "docker"):
-        return {}
-    if keycloak_realm.DATABASE in (profile.tracking_database, profile.auth_database):
-        raise RenderError(
-            f"profile {profile.name}: the database name {keycloak_realm.DATABASE} is Keycloak's"
-        )
-    realm_json = keycloak_realm.realm_json(profile, secrets)
-    environment = {
-        "KC_DB": "postgres",
-        "KC_DB_URL": (
-            f"jdbc:postgresql://{COMPOSE_POSTGRES_HOST}:{COMPOSE_POSTGRES_PORT}"
-            f"/{keycloak_realm.DATABASE}"
-        ),
-        "KC_DB_USERNAME": profile.db_user,
-        "KC_DB_PASSWORD": secrets.db_password,
-        # Production mode over plain HTTP: it is published on loopback only.
-        "KC_HTTP_ENABLED": "true",
-        "KC_HTTP_PORT": str(oidc_profile.KEYCLOAK_INTERNAL_PORT),
-        # Tokens carry the issuer a browser on this machine sees; the MLflow container reaches
-        # the same server as keycloak:8080 (backchannel URLs follow the request).
-        "KC_HOSTNAME": oidc_profile.provider_url(profile),
-        "KC_HOSTNAME_BACKCHANNEL_DYNAMIC": "true",
-        "KC_HEALTH_ENABLED": "true",
-        # The master realm's admin, created on the first start only: the stack's admin.
-        "KC_BOOTSTRAP_ADMIN_USERNAME": profile.admin_username,
-        "KC_BOOTSTRAP_ADMIN_PASSWORD": secrets.admin_password,
-        CONTAINER_KEYCLOAK_REALM_VARIABLE: realm_json,
-    }
-    return {
-        "realm_json": realm_json,
-        "environment": environment,
-        "database": keycloak_realm.DATABASE,
-        "uid": KEYCLOAK_UID,
-        "internal_port": oidc_profile.KEYCLOAK_INTERNAL_PORT,
-        "entrypoint": ["/bin/bash", CONTAINER_KEYCLOAK_ENTRYPOINT],
-        "command": ["start", "--import-realm"],
-        "entrypoint_source": f"./{StackLayout.KEYCLOAK_ENTRYPOINT}",
-        "entrypoint_target": CONTAINER_KEYCLOAK_ENTRYPOINT,
-        "import_dir": CONTAINER_KEYCLOAK_IMPORT_DIR,
-        "realm_path": f"{CONTAINER_KEYCLOAK_IMPORT_DIR}/{oidc_profile.KEYCLOAK_REALM}-realm.json",
-        "realm_variable": CONTAINER_KEYCLOAK_REALM_VARIABLE,
-        "kc_sh": CONTAINER_KEYCLOAK_KC_SH,
-        "healthcheck": ["CMD", "bash", "-c", KEYCLOAK_HEALTHCHECK],
-    }
-
-
 def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
     """Every file of the profile, in memory: nothing is written unless all of them render."""
     env = template_environment()
     layout = profile.layout
     project_root_from_state = os.path.relpath(paths.PROJECT_ROOT, layout.root)
 
-    compose_uri = database_uri(
-        profile, secrets, COMPOSE_POSTGRES_HOST, COMPOSE_POSTGRES_PORT, profile.tracking_database
-    )
-    compose_auth_uri = database_uri(
-        profile, secrets, COMPOSE_POSTGRES_HOST, COMPOSE_POSTGRES_PORT, profile.auth_database
-    )
-    local_uri = database_uri(
-        profile, secrets, "127.0.0.1", profile.postgres_port, profile.tracking_database
-    )
-    local_auth_uri = database_uri(
-        profile, secrets, "127.0.0.1", profile.postgres_port, profile.auth_database
-    )
+    endpoints = Endpoints.of(profile)
+    compose_uri = endpoints.tracking_uri(secrets, endpoints.compose_database)
+    compose_auth_uri = endpoints.auth_database_uri(secrets, endpoints.compose_database)
+    local_uri = endpoints.tracking_uri(secrets, endpoints.local_database)
+    local_auth_uri = endpoints.auth_database_uri(secrets, endpoints.local_database)
     common = {
         "profile": profile,
         "secrets": secrets,
@@ -356,9 +234,20 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
     )
     compose_mlflow_env = mlflow_environment(profile, secrets, compose_uri, CONTAINER_AUTH_CONFIG)
     compose_mlflow_env[CONTAINER_AUTH_CONFIG_VARIABLE] = compose_auth_config
+    compose_mlflow_env |= audit_environment(
+        profile, f"{CONTAINER_AUDIT_DIR}/{StackLayout.AUDIT_FILE}", True
+    )
+    server_tls = tls_server_files(profile)
+    compose_tls = local_tls = ""
+    if server_tls is not None:
+        # Like auth_config.ini: the entry point writes them into the server's private tmpfs.
+        compose_mlflow_env[CONTAINER_TLS_CERT_VARIABLE] = server_tls.certificate.read_text()
+        compose_mlflow_env[CONTAINER_TLS_KEY_VARIABLE] = server_tls.key.read_text()
+        compose_tls = tls_options(CONTAINER_TLS_KEY, CONTAINER_TLS_CERT)
+        local_tls = tls_options(str(server_tls.key), str(server_tls.certificate))
     local_mlflow_env = mlflow_environment(
         profile, secrets, local_uri, str(layout.local_auth_config)
-    )
+    ) | audit_environment(profile, str(layout.audit_log), False)
     keycloak = keycloak_service(profile, secrets)
     keycloak_files = (
         [
@@ -382,13 +271,20 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                 mlflow_environment=compose_mlflow_env,
                 mlflow_command=[
                     "mlflow",
-                    *mlflow_server_args(profile, "0.0.0.0", CONTAINER_ARTIFACTS),  # noqa: S104
+                    *mlflow_server_args(
+                        profile,
+                        "0.0.0.0",  # noqa: S104 - inside the container's network only
+                        CONTAINER_ARTIFACTS,
+                        compose_tls,
+                    ),
                 ],
                 project_root=project_root_from_state,
                 dockerfile=os.path.relpath(layout.dockerfile, paths.PROJECT_ROOT),
                 postgres_init_source=f"./{layout.POSTGRES_INIT_DIR}",
                 auth_config_dir=os.path.dirname(CONTAINER_AUTH_CONFIG),
                 artifacts_mount=CONTAINER_ARTIFACTS,
+                audit_mount=CONTAINER_AUDIT_DIR if profile.audit_log else "",
+                health_scheme="https" if server_tls is not None else "http",
                 ca_bundle=extra_ca_bundle(profile),
                 keycloak=keycloak,
             ),
@@ -432,7 +328,9 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                     "mlflow_stack.launch",
                     str(layout.mlflow_pgid),
                     "--",
-                    *mlflow_server_args(profile, profile.bind_address, str(layout.artifacts)),
+                    *mlflow_server_args(
+                        profile, profile.bind_address, str(layout.artifacts), local_tls
+                    ),
                 ],
                 oidc_provider_command=dev_provider_command(profile),
             ),
@@ -443,12 +341,37 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
     ]
 
 
+def tls_server_files(profile: Profile) -> TlsFiles | None:
+    """The server's certificate and key (made by render_profile for self-signed)."""
+    if profile.tls == "off":
+        return None
+    from mlflow_stack import tls
+
+    if profile.tls == "files":
+        return tls.user_files(profile.tls_cert_file, profile.tls_key_file)
+    folder = profile.layout.tls_dir
+    files = tls.TlsFiles(folder / "server.crt", folder / "server.key", folder / "ca.crt")
+    if not (files.certificate.exists() and files.key.exists()):
+        raise RenderError(f"profile {profile.name} has no TLS certificate yet: run `invoke render`")
+    return files
+
+
 def render_profile(profile: Profile, environ: Mapping[str, str] | None = None) -> list[Path]:
     """Resolve secrets, render every file, then write them; returns the paths written."""
     secrets, secrets_changed = resolve_secrets(profile, environ)
+    if profile.tls == "self-signed":
+        from mlflow_stack import tls
+
+        # Kept across renders; issued again only when allowed_hosts change or it nears its end.
+        tls.ensure_self_signed(profile.layout.tls_dir, profile.name, profile.allowed_hosts)
     files = render_files(profile, secrets)
     if secrets_changed:
         write_secrets(profile, secrets)
+    return write_rendered(profile, files)
+
+
+def write_rendered(profile: Profile, files: list[RenderedFile]) -> list[Path]:
+    """Write `files` under the profile's folder, each atomically at its mode; the paths."""
     written = []
     for item in files:
         target = profile.layout.root / item.relative_path

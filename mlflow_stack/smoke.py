@@ -16,7 +16,7 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from mlflow_stack import health, paths
+from mlflow_stack import paths
 from mlflow_stack.cli import lifecycle
 from mlflow_stack.cli.stack import auth_database, is_running
 from mlflow_stack.errors import StackError
@@ -77,8 +77,8 @@ def smoke_profile(profile_name: str, keep: bool, pytest_args: list[str]) -> int:
         brought_up = True
     secrets = load_secrets(profile)
     env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
+    env.update(lifecycle.server_variables(profile))
     env.update(
-        MLFLOW_TRACKING_URI=health.mlflow_url(profile),
         MLFLOW_TRACKING_USERNAME=profile.admin_username,
         MLFLOW_TRACKING_PASSWORD=secrets.admin_password,
     )

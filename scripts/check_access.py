@@ -141,8 +141,14 @@ class Checker:
 
     def _send(self, method: str, path: str, *, auth: Any = None, **kwargs: Any):
         try:
+            # verify per request: the session's would lose to REQUESTS_CA_BUNDLE.
             return self.http.request(
-                method, self.url + path, auth=auth, timeout=self.timeout, **kwargs
+                method,
+                self.url + path,
+                auth=auth,
+                timeout=self.timeout,
+                verify=self.http.verify,
+                **kwargs,
             )
         except requests.exceptions.SSLError as exc:
             raise StepFailed(f"TLS error talking to {self.url}: {_first_line(exc)}") from None

@@ -11,6 +11,7 @@ from mlflow_stack import health
 from mlflow_stack.cli.output import print_table, shown
 from mlflow_stack.cli.prompts import confirm_deletion, password_of, read_token
 from mlflow_stack.cli.stack import existing_runtime, is_running
+from mlflow_stack.endpoints import Endpoints
 from mlflow_stack.errors import StackError
 from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import Profile, load_profile
@@ -20,16 +21,29 @@ if TYPE_CHECKING:  # imported lazily: requests and the OIDC client are not neede
     from mlflow_stack import oidc_client
 from mlflow_stack.runtime import choose_runtime, make_runtime, remember_runtime
 from mlflow_stack.secrets import load_secrets
-from mlflow_stack.validate import validate_profile
+from mlflow_stack.validate import validate_k8s, validate_profile
+
+RENDER_TARGETS = ("runtimes", "kubernetes")
 
 
-def render(profile_name: str, check: bool = False) -> None:
+def render(profile_name: str, check: bool = False, target: str = "runtimes") -> None:
+    """Render the files of the compose and local runtimes, or (target kubernetes) k8s/."""
+    if target not in RENDER_TARGETS:
+        raise StackError(f"--target {target!r}: use {' or '.join(RENDER_TARGETS)}")
     profile = load_profile(profile_name)
-    written = render_profile(profile)
+    if target == "kubernetes":
+        from mlflow_stack import k8s
+
+        written = k8s.render_profile(profile)
+    else:
+        written = render_profile(profile)
     print(f"rendered profile {profile.name} into {shown(profile.state_dir)}/")
     for path in written:
         print(f"  {shown(path)}")
-    if check:
+    if check and target == "kubernetes":
+        for line in validate_k8s(profile):
+            print(f"ok  {line}")
+    elif check:
         validate(profile_name)
 
 
@@ -134,8 +148,10 @@ def clean(
         if volumes:
             stack.remove_volumes()
     # Without --volumes the data stays; with it, only the secrets survive (so that a backup
-    # restores with the credentials it was made with).
-    keep = {StackLayout.SECRETS_FILE} | (set() if volumes else set(StackLayout.DATA_ENTRIES))
+    # restores with the credentials it was made with), and the TLS CA that clients trust.
+    keep = {StackLayout.SECRETS_FILE, StackLayout.TLS_DIR} | (
+        set() if volumes else set(StackLayout.DATA_ENTRIES)
+    )
     for entry in sorted(state_dir.iterdir()):
         if entry.name in keep:
             continue
@@ -145,6 +161,16 @@ def clean(
             entry.unlink()
     kept = sorted(e.name for e in state_dir.iterdir())
     print(f"removed the {what} of profile {profile.name}; kept: {', '.join(kept) or 'nothing'}")
+
+
+def server_variables(profile: Profile) -> dict[str, str]:
+    """Where the server is, and with TLS the certificate the SDK and CLI verify it against
+    (so that nobody needs MLFLOW_TRACKING_INSECURE_TLS)."""
+    endpoints = Endpoints.of(profile)
+    values = {"MLFLOW_TRACKING_URI": endpoints.mlflow_url}
+    if endpoints.server_certificate:
+        values["MLFLOW_TRACKING_SERVER_CERT_PATH"] = endpoints.server_certificate
+    return values
 
 
 def _export(values: dict[str, str]) -> None:
@@ -184,7 +210,7 @@ def _oidc_env(profile: Profile, auth_provider: bool) -> None:
     credentials = machine_credentials(profile)
     token = oidc_client.request_token(credentials)  # also proves the secret is right
     username = oidc_client.unverified_claims(token.value).get(profile.oidc_username_claim)
-    values = {"MLFLOW_TRACKING_URI": health.mlflow_url(profile)}
+    values = server_variables(profile)
     if auth_provider:
         values |= {
             "MLFLOW_TRACKING_AUTH": oidc_client.AUTH_PROVIDER_NAME,
@@ -230,11 +256,12 @@ def env(
 
         value = read_token()
         owner = token_owner(profile, value)
-        print(f"export MLFLOW_TRACKING_URI={shlex.quote(health.mlflow_url(profile))}")
-        print(f"export MLFLOW_TRACKING_TOKEN={shlex.quote(value)}")
         # The SDK tags runs with MLFLOW_TRACKING_USERNAME, else the OS user; with no password
         # it still sends the token.
-        print(f"export MLFLOW_TRACKING_USERNAME={shlex.quote(owner)}")
+        _export(
+            server_variables(profile)
+            | {"MLFLOW_TRACKING_TOKEN": value, "MLFLOW_TRACKING_USERNAME": owner}
+        )
         print("unset MLFLOW_TRACKING_PASSWORD")
         return
     secrets = load_secrets(profile)
@@ -242,10 +269,7 @@ def env(
         username, password = profile.admin_username, secrets.admin_password
     else:
         username, password = user, password_of(user)
-    values = {
-        "MLFLOW_TRACKING_URI": health.mlflow_url(profile),
-        "MLFLOW_TRACKING_USERNAME": username,
-        "MLFLOW_TRACKING_PASSWORD": password,
-    }
-    for key, value in values.items():
-        print(f"export {key}={shlex.quote(value)}")
+    _export(
+        server_variables(profile)
+        | {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}
+    )

@@ -3,6 +3,7 @@ database (`auth/tokens.py`), reached like the db.* tasks reach PostgreSQL."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from datetime import datetime
 
@@ -36,6 +37,7 @@ def create(
     lifetime = parse_expires(expires)
     with auth_database(profile) as url:
         record, token = create_token(url, user, name=name, expires_at=lifetime)
+    _audit(profile, "tokens.create", record.username, record.id)
     if as_json:
         print(
             json.dumps(
@@ -120,7 +122,25 @@ def revoke(profile_name: str, token_id: str) -> None:
             f"{_when(record.revoked_at)}; nothing changed"
         )
         return
+    _audit(profile, "tokens.revoke", record.username, record.id)
     print(f"revoked access token {record.id} of {record.username} (profile {profile.name})")
+
+
+def _audit(profile: Profile, task: str, owner: str, token_id: int) -> None:
+    from mlflow_stack.cli.audit import record_task
+
+    record_task(
+        profile,
+        {
+            "user": owner,
+            "actor": f"{getpass.getuser()} (invoke)",
+            "auth": "database",
+            "method": "TASK",
+            "route": task,
+            "status": 200,
+            "token_id": str(token_id),
+        },
+    )
 
 
 def token_owner(profile: Profile, token: str) -> str:

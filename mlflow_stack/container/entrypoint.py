@@ -17,6 +17,9 @@ import sys
 
 AUTH_CONFIG_VARIABLE = "MLFLOW_STACK_AUTH_CONFIG_INI"
 PATH_VARIABLE = "MLFLOW_AUTH_CONFIG_PATH"
+# With TLS, the server's certificate chain and key, written beside auth_config.ini
+# (mlflow_stack/render.py names the same files in uvicorn's --ssl-certfile/--ssl-keyfile).
+TLS_FILES = {"MLFLOW_STACK_TLS_CERT_PEM": "tls.crt", "MLFLOW_STACK_TLS_KEY_PEM": "tls.key"}
 
 
 def write_private(path: str, content: str) -> None:
@@ -40,6 +43,15 @@ def main(argv: list[str]) -> None:
         if not path:
             sys.exit(f"error: {AUTH_CONFIG_VARIABLE} is set but {PATH_VARIABLE} is not")
         write_private(path, content)
+    for variable, name in TLS_FILES.items():
+        pem = os.environ.pop(variable, None)
+        if pem is not None:
+            if not path:
+                sys.exit(f"error: {variable} is set but {PATH_VARIABLE} is not")
+            write_private(os.path.join(os.path.dirname(path), name), pem)
+    from mlflow_stack.container.migrate import migrate_on_start
+
+    migrate_on_start()
     os.execvp(argv[0], argv)  # noqa: S606 - the server becomes pid 1 and gets its signals
 
 

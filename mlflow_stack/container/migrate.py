@@ -2,10 +2,10 @@
 
 usage: python -m mlflow_stack.container.migrate
 
-The tracking database comes from MLFLOW_BACKEND_STORE_URI; the auth database from the
-auth_config.ini that MLFLOW_AUTH_CONFIG_PATH names, or from its text in
-MLFLOW_STACK_AUTH_CONFIG_INI (the container's way). Neither URI is ever an argument, and what
-is printed names schemas and revisions, never a URI.
+The tracking database comes from MLFLOW_BACKEND_STORE_URI; the auth database from
+MLFLOW_STACK_AUTH_DATABASE_URI (the Kubernetes Job), else from the auth_config.ini that
+MLFLOW_AUTH_CONFIG_PATH names, or from its text in MLFLOW_STACK_AUTH_CONFIG_INI (compose).
+Neither URI is ever an argument, and what is printed names schemas and revisions, never a URI.
 
 Why a step of its own: MLflow's start-up lock for the tracking schema is a file in each host's
 /tmp, and the auth schema's migration has no lock at all, so servers (or pods) starting
@@ -32,11 +32,18 @@ from mlflow_stack.errors import StackError
 STORE_URI_VARIABLE = "MLFLOW_BACKEND_STORE_URI"
 AUTH_CONFIG_PATH_VARIABLE = "MLFLOW_AUTH_CONFIG_PATH"
 AUTH_CONFIG_TEXT_VARIABLE = "MLFLOW_STACK_AUTH_CONFIG_INI"
+AUTH_URI_VARIABLE = "MLFLOW_STACK_AUTH_DATABASE_URI"
 LOCK_KEY = zlib.crc32(b"mlflow-stack-migrate") & 0x7FFFFFFF
+# Set by render for the server: migrate before it starts (the container's entry point and the
+# local runtime's launcher do), so that `invoke up` brings the schemas to head on both runtimes.
+ON_START_VARIABLE = "MLFLOW_STACK_MIGRATE_ON_START"
 
 
 def auth_database_uri(environ: dict[str, str]) -> str:
-    """The auth database's URI from the auth config the server itself will read."""
+    """The auth database's URI: given as such (the Kubernetes Job's Secret), else from the
+    auth config the server itself will read."""
+    if environ.get(AUTH_URI_VARIABLE):
+        return environ[AUTH_URI_VARIABLE]
     text = environ.get(AUTH_CONFIG_TEXT_VARIABLE)
     if not text:
         path = environ.get(AUTH_CONFIG_PATH_VARIABLE)
@@ -142,6 +149,12 @@ def main(environ: dict[str, str] | None = None) -> int:
         print(f"migrate: error: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def migrate_on_start() -> None:
+    """Before the server starts, where render asked for it; a failure stops the start."""
+    if os.environ.get(ON_START_VARIABLE) == "1" and main() != 0:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

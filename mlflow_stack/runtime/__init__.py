@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from mlflow_stack.endpoints import DatabaseEndpoint as DatabaseEndpoint
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import write_atomic
 from mlflow_stack.profile import Profile
@@ -28,14 +30,6 @@ class ServiceStatus:
     health: str  # healthy, unhealthy, -
 
 
-@dataclass(frozen=True)
-class DatabaseEndpoint:
-    """Where this machine reaches the stack's PostgreSQL over TCP (libpq host and port)."""
-
-    host: str
-    port: int
-
-
 class Runtime(Protocol):
     name: str
 
@@ -52,6 +46,9 @@ class Runtime(Protocol):
     def start_mlflow(self, progress: Progress) -> None: ...
     def export_artifacts(self, target: Path) -> None: ...
     def import_artifacts(self, source: Path) -> None: ...
+    # The audit log (mlflow_stack/auth/audit.py), wherever this runtime keeps it.
+    def audit_records(self, follow: bool) -> Iterator[dict[str, Any]]: ...
+    def record_audit(self, record: dict[str, Any]) -> None: ...
 
 
 def check_service(service: str | None, services: tuple[str, ...] = SERVICES) -> None:

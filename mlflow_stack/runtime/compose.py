@@ -290,6 +290,35 @@ class ComposeRuntime:
             "run", "--rm", "--no-deps", "-T", "--entrypoint", program, "mlflow", *args, **streams
         )
 
+    def audit_records(self, follow: bool) -> Iterator[dict[str, Any]]:
+        """The audit volume's records, oldest first (with follow: then new ones as they come)."""
+        argv = compose_command(
+            self.profile,
+            *("run", "--rm", "--no-deps", "-T", "--entrypoint", "python", "mlflow"),
+            *("-m", "mlflow_stack.container.audit_log", "dump"),
+            *(["--follow"] if follow else []),
+        )
+        self._preflight()
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as process:
+            try:
+                for line in process.stdout or ():
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        yield record
+            finally:
+                process.terminate()
+        if process.returncode not in (0, -15):
+            raise StackError(f"reading the audit volume failed (exit {process.returncode})")
+
+    def record_audit(self, record: dict[str, Any]) -> None:
+        """Append a line to the audit volume, rotating it as the server would."""
+        with _scratch_file() as line_path:
+            line_path.write_text(json.dumps(record) + "\n")
+            with line_path.open("rb") as line:
+                self._one_off(
+                    "python", "-m", "mlflow_stack.container.audit_log", "append", stdin=line
+                )
+
     def export_artifacts(self, target: Path) -> None:
         """Copy the artifacts volume's content into the empty folder `target`."""
         with _scratch_file() as archive_path:

@@ -13,8 +13,9 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from mlflow_stack import health, oidc_dev, oidc_local
+from mlflow_stack import health, oidc_dev, oidc_local, programs
 from mlflow_stack.errors import StackError
 from mlflow_stack.files import parse_env_file
 from mlflow_stack.oidc_profile import issuer, runs_dev_provider
@@ -62,7 +63,7 @@ class LocalRuntime:
     # --- supervisord: every call goes through here ---------------------------------------
 
     def _supervisorctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
+        result = programs.run(
             [
                 sys.executable,
                 "-m",
@@ -71,10 +72,9 @@ class LocalRuntime:
                 str(self.supervisor_conf),
                 *args,
             ],
-            capture_output=True,
-            text=True,
-            check=False,
             timeout=120,
+            check=False,
+            what=f"supervisorctl {' '.join(args)}",
         )
         if check and result.returncode not in (0, 3):  # 3: a program is not running
             message = (result.stdout + result.stderr).strip().splitlines()
@@ -113,13 +113,12 @@ class LocalRuntime:
         self.logs_dir.mkdir(exist_ok=True)
         self.layout.artifacts.mkdir(parents=True, exist_ok=True)
         # Secrets travel in the environment supervisord passes to MLflow, never in argv.
-        result = subprocess.run(
+        result = programs.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.supervisor_conf)],
             env=self._server_environment(),
-            capture_output=True,
-            text=True,
-            check=False,
             timeout=60,
+            check=False,
+            what="supervisord",
         )
         if result.returncode != 0:
             raise StackError(f"supervisord did not start: {result.stderr.strip()[-300:]}")
@@ -276,7 +275,7 @@ class LocalRuntime:
                 "postgres",
                 "running" if pg_running else "stopped",
                 str(pg_pid or "-"),
-                f"127.0.0.1:{self.profile.postgres_port}",
+                str(self.postgres.endpoint),
                 pg_health,
             ),
             ServiceStatus(
@@ -337,6 +336,26 @@ class LocalRuntime:
             shutil.copytree(source, artifacts)
         else:
             artifacts.mkdir(parents=True)
+
+    def audit_records(self, follow: bool) -> Iterator[dict[str, Any]]:
+        from mlflow_stack.auth import audit
+
+        path = self.layout.audit_log
+        return audit.follow_records(path) if follow else audit.read_records(path)
+
+    def record_audit(self, record: dict[str, Any]) -> None:
+        from mlflow_stack.auth import audit
+
+        settings = audit.Settings(
+            self.layout.audit_log,
+            max_bytes=self.profile.audit_max_mb * 1024 * 1024,
+            backups=self.profile.audit_backups,
+        )
+        log = audit.AuditFile(settings)
+        try:
+            log.append(record)
+        finally:
+            log.close()
 
 
 def follow_files(files: list[Path]) -> None:

@@ -110,6 +110,8 @@ def demo(compose_images, tmp_path_factory):
         "demo",
         MLFLOW_STACK_ADMIN_PASSWORD=HOSTILE_ADMIN_PASSWORD,
         MLFLOW_STACK_DB_PASSWORD=HOSTILE_DB_PASSWORD,
+        # HTTPS through the container: the certificate and key reach its private tmpfs.
+        MLFLOW_STACK_TLS="self-signed",
     )
     try:
         stack.invoke("up", "--runtime", "docker", timeout=1200)
@@ -153,12 +155,28 @@ def test_smoke_passes_on_demo_with_hostile_passwords(demo):
     assert_all_smoke_checks_passed(run_smoke(demo))
 
 
+def test_demo_serves_verified_https_and_the_sdk_logs_over_it(demo):
+    env = demo.client_env()
+    assert env["MLFLOW_TRACKING_URI"].startswith("https://127.0.0.1:")
+    assert demo.sdk("log", "compose-tls", env=env)["run_id"]
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(env["MLFLOW_TRACKING_URI"] + "/health", verify=True, timeout=10)
+    health = requests.get(
+        env["MLFLOW_TRACKING_URI"] + "/health",
+        verify=env["MLFLOW_TRACKING_SERVER_CERT_PATH"],
+        timeout=10,
+    )
+    assert health.status_code == 200
+    assert health.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
 def test_hostile_passwords_log_in_through_the_containers(demo):
-    url = f"http://127.0.0.1:{demo.env['MLFLOW_STACK_MLFLOW_PORT']}"
+    url = demo.client_env()["MLFLOW_TRACKING_URI"]
     response = requests.get(
         f"{url}/api/2.0/mlflow/users/get",
         params={"username": "admin"},
         auth=("admin", HOSTILE_ADMIN_PASSWORD),
+        verify=demo.client_env()["MLFLOW_TRACKING_SERVER_CERT_PATH"],
         timeout=30,
     )
     assert response.status_code == 200, response.text

@@ -160,6 +160,9 @@ class MlflowRest:
         self, method: str, path: str, *, auth: requests.auth.AuthBase | None = None, **kwargs: Any
     ) -> requests.Response:
         kwargs.setdefault("timeout", self.cfg.timeout)
+        # Per request: a session's own verify loses to REQUESTS_CA_BUNDLE from the environment
+        # (requests merges it in first), which proxies' setups commonly export.
+        kwargs.setdefault("verify", self.cfg.verify)
         return self.http.request(method, self.url(path), auth=auth or self.auth, **kwargs)
 
     def call(
