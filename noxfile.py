@@ -85,6 +85,13 @@ def unit(session: nox.Session) -> None:
 
 
 @nox.session
+def differential(session: nox.Session) -> None:
+    """The authorization fast path against MLflow's own checks, in-process (about a minute)."""
+    install_project(session)
+    session.run("pytest", *(session.posargs or ["tests/differential"]), "-p", "no:cacheprovider")
+
+
+@nox.session
 def tools(session: nox.Session) -> None:
     """Rendered files read by the real tools: Compose's config, compose-lint, hadolint."""
     install_project(session)

@@ -61,8 +61,10 @@ def run_load(
     max_requests: int,
     max_seconds: float,
     timeout: float = 30,
+    method: str = "POST",
 ) -> LoadResult:
-    """POST `payload(i)` to `url` until `max_requests` are sent or `max_seconds` pass."""
+    """POST `payload(i)` to `url` (or GET it, without a body) until `max_requests` are sent
+    or `max_seconds` pass."""
     result = LoadResult()
     lock = threading.Lock()
     counter = iter(range(max_requests))
@@ -77,14 +79,16 @@ def run_load(
                 break
             started = time.perf_counter()
             try:
+                body = payload(index) if method == "POST" else None
                 if session is not None:
-                    response = session.post(
-                        url, json=payload(index), headers=headers, auth=auth, timeout=timeout
+                    response = session.request(
+                        method, url, json=body, headers=headers, auth=auth, timeout=timeout
                     )
                 else:
-                    response = requests.post(
+                    response = requests.request(
+                        method,
                         url,
-                        json=payload(index),
+                        json=body,
                         headers={**headers, "Connection": "close"},
                         auth=auth,
                         timeout=timeout,

@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
 if [ "$#" -eq 0 ]; then
-  set -- -s lint typecheck unit tools tests smoke faults browser compose
+  set -- -s lint typecheck unit differential tools tests smoke faults browser compose
 fi
 exec .venv/bin/nox "$@"

@@ -39,7 +39,7 @@ def integration_home():
     shutil.rmtree(home, ignore_errors=True)
 
 
-TIERS = ("unit", "tools", "integration", "compose", "browser", "smoke")
+TIERS = ("unit", "differential", "tools", "integration", "compose", "browser", "smoke")
 
 
 def pytest_collection_modifyitems(items):

@@ -1,10 +1,14 @@
-"""The project's MLflow app (`mlflow server --app-name mlflow-stack`): MLflow's basic-auth app
-with single sign-on routes, and users/current answered so that the UI shows Logout.
+"""The project's MLflow app (`mlflow server --app-name mlflow-stack`): MLflow's basic-auth app,
+wrapped, never patched, through `mlflow.server.auth.create_app`, the supported extension point.
 
-It wraps `mlflow.server.auth.create_app`, the supported extension point, and changes nothing in
-MLflow: a `before_request` registered ahead of MLflow's own answers the /oidc/ routes and
-users/current, and lets every other request through to MLflow's authentication and permission
-checks unchanged.
+What it adds around MLflow's own checks, each in a module of its own:
+- `features`: refusals by profile (job routes with the runner off, users/list, provider keys);
+- `sso`: the single sign-on routes (/oidc/…), and users/current answered so the UI shows Logout;
+- `fastpath` and `native_routes`: MLflow's own permission decisions, made with fewer database
+  round trips (same answers, tests/differential);
+- `audit_requests`: one audit line per change and per failed authentication;
+- `transport`: HSTS and Secure cookies over HTTPS;
+- `selfcheck`: refuses to start on MLflow internals other than the reviewed ones.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from mlflow_stack.auth import hook, sso
+from mlflow_stack.auth import (
+    audit_requests,
+    fastpath,
+    features,
+    hook,
+    native_routes,
+    selfcheck,
+    sso,
+    transport,
+)
 from mlflow_stack.auth.idp import Provider
 from mlflow_stack.auth.oidc_config import oidc_config
 from mlflow_stack.auth.sso_store import SsoStore
@@ -44,13 +57,22 @@ def create_app(app: Flask | None = None) -> Any:
     from mlflow.server import app as mlflow_flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
 
+    # Before MLflow registers anything: a changed MLflow must not start with the fast path.
+    selfcheck.check()
     flask_app = app or mlflow_flask_app
     flask_app.before_request(_before_mlflow)
     with _one_worker_at_a_time():
-        return create_basic_auth_app(flask_app)
+        served = create_basic_auth_app(flask_app)
+    audit_requests.install(flask_app)
+    transport.install(flask_app)
+    fastpath.install(flask_app)
+    native_routes.install(served)
+    return features.guard_jobs_route(served)
 
 
 def _before_mlflow() -> Response | None:
+    if (refused := features.refusal(request)) is not None:
+        return refused
     login = browser_login()
     if login is not None and request.path.startswith(sso.PREFIX):
         return login.handle(request)

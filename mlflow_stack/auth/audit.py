@@ -78,10 +78,13 @@ def resource_ids(*sources: Any) -> dict[str, Any]:
     """The identifiers among a request's JSON body and query arguments (first source wins)."""
     found: dict[str, Any] = {}
     for source in sources:
-        if not hasattr(source, "get"):
+        # Only the fields present: asking a Werkzeug MultiDict for a missing key costs an
+        # exception each time.
+        if not source or not hasattr(source, "keys"):
             continue
+        present = set(source.keys())
         for field in RESOURCE_FIELDS:
-            if field in found:
+            if field in found or field not in present:
                 continue
             value = source.get(field)
             if isinstance(value, str | int) and not isinstance(value, bool):

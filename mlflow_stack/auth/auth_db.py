@@ -46,6 +46,7 @@ _SELECT_TOKEN = (
         access_tokens.c.expires_at,
         access_tokens.c.revoked_at,
         access_tokens.c.last_used_at,
+        users.c.is_admin,
     )
     .join(users, users.c.id == access_tokens.c.user_id)
     .where(access_tokens.c.token_hash == sa.bindparam("token_hash"))
@@ -82,6 +83,8 @@ class StoredToken:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    # Read with the token so that MLflow's admin checks need no further lookup.
+    is_admin: bool = False
 
 
 class AuthDatabase:
@@ -115,6 +118,7 @@ class AuthDatabase:
             expires_at=as_utc(row.expires_at),
             revoked_at=as_utc(row.revoked_at),
             last_used_at=as_utc(row.last_used_at),
+            is_admin=bool(row.is_admin),
         )
 
     def record_token_use(self, token: StoredToken, now: datetime) -> None:

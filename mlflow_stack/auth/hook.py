@@ -56,6 +56,7 @@ _UNAUTHENTICATED_TEXT = (
 
 _MEMO_ATTRIBUTE = "_mlflow_stack_authorization"
 _METHOD_ATTRIBUTE = "_mlflow_stack_auth_method"
+_ADMIN_ATTRIBUTE = "_mlflow_stack_is_admin"
 # How a request was authenticated (what users/current and the audit need to know).
 METHOD_PASSWORD = "password"  # noqa: S105 - a method's name
 METHOD_TOKEN = "token"  # noqa: S105 - a method's name
@@ -98,6 +99,19 @@ def database() -> AuthDatabase:
 
 def method_of_this_request() -> str | None:
     return getattr(g, _METHOD_ATTRIBUTE, None)
+
+
+def is_admin_of_this_request() -> bool | None:
+    """Whether the user this request authenticated as is an admin, as read by the lookup
+    that authenticated it (the same row, the same moment); None where the method read no
+    such flag (single sign-on), so callers ask MLflow instead."""
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    memo = getattr(g, _ADMIN_ATTRIBUTE, None)
+    return memo[1] if memo is not None and memo[0] is current else None
+
+
+def _remember_admin(req: Request, is_admin: bool) -> None:
+    setattr(g, _ADMIN_ATTRIBUTE, (req, is_admin))
 
 
 def unauthenticated_response() -> Response:
@@ -186,11 +200,15 @@ def _authenticate_bearer(req: Request, token: str) -> Authorization | None:
     if token_state(stored.expires_at, stored.revoked_at, now) != ACTIVE:
         return None
     _database.record_token_use(stored, now)
+    _remember_admin(req, stored.is_admin)
     # Acts as its owner: MLflow only reads .username from what we return. The token
     # itself is left out so it cannot end up in a log line through this object.
     # `_authenticate` also shows it as request.authorization: a few MLflow handlers (e.g. the
     # ones submitting scorer/evaluation jobs) read its username directly.
-    authorization = Authorization("bearer", {"username": stored.username})
+    # The token's id (not the token) is there for the audit log.
+    authorization = Authorization(
+        "bearer", {"username": stored.username, "token_id": str(stored.id)}
+    )
     return authorization
 
 
@@ -204,7 +222,11 @@ def _authenticate_basic(req: Request, credentials: Authorization | None) -> Auth
     if _is_internal_gateway_call(req, password):
         # Server-spawned job subprocesses call the gateway as a user with the server's
         # own per-start secret; MLflow trusts the username there if the user exists.
-        return credentials if _database.stored_password(username) is not None else None
+        internal = _database.stored_password(username)
+        if internal is None:
+            return None
+        _remember_admin(req, internal.is_admin)
+        return credentials
 
     stored = _database.stored_password(username)
     if stored is None or not stored.password_hash:
@@ -219,6 +241,7 @@ def _authenticate_basic(req: Request, credentials: Authorization | None) -> Auth
             username,
         )
         return None
+    _remember_admin(req, stored.is_admin)
     return credentials
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import dataclasses
+import json
 import os
 import platform
 import subprocess
@@ -19,7 +22,9 @@ import psutil
 from mlflow_stack import paths
 from mlflow_stack.bench.report import TARGETS, Row, ratios, verdict
 from mlflow_stack.bench.servers import (
+    ARTIFACTS_API,
     Server,
+    add_reader,
     prepare_run,
     rss_mb,
     start_mlflow,
@@ -27,13 +32,20 @@ from mlflow_stack.bench.servers import (
     tree,
     wait_healthy,
 )
+from mlflow_stack.endpoints import Endpoints
 from mlflow_stack.files import parse_env_file
+from mlflow_stack.invoking import run_invoke
 from mlflow_stack.layout import StackLayout
 from mlflow_stack.loadgen import LoadResult, run_load
-from mlflow_stack.render import database_uri
 
 SEARCH = "/api/2.0/mlflow/experiments/search"
 LOG_METRIC = "/api/2.0/mlflow/runs/log-metric"
+ARTIFACT = ARTIFACTS_API  # GET <experiment>/<run>/artifacts/bench.bin
+ENDPOINT_LABELS = {
+    SEARCH: "experiments/search",
+    LOG_METRIC: "runs/log-metric",
+    ARTIFACT: "artifacts/download",
+}
 
 
 @dataclass
@@ -60,7 +72,7 @@ class Bench:
     def invoke(self, *args: str, check: bool = True) -> float:
         """Run `invoke ARGS --profile P`; the seconds it took."""
         started = time.monotonic()
-        result = self.python("-m", "invoke", *args, "--profile", self.profile, timeout=600)
+        result = run_invoke(args, env=self.env, timeout=600, profile=self.profile)
         if check and result.returncode != 0:
             raise RuntimeError(f"invoke {' '.join(args)} failed: {result.stderr.strip()}")
         return time.monotonic() - started
@@ -81,6 +93,12 @@ class Bench:
 
     def cell_limits(self) -> tuple[int, float]:
         return (200, 2.0) if self.quick else (1200, 8.0)
+
+
+def url_for(endpoint: str, server: Server) -> str:
+    if endpoint == ARTIFACT:
+        return f"{server.url}{ARTIFACT}/{server.artifact}"
+    return f"{server.url}{endpoint}"
 
 
 def payload_for(endpoint: str, server: Server) -> Callable[[int], dict[str, Any]]:
@@ -107,7 +125,7 @@ def measure_side_by_side(bench: Bench, servers: list[Server]) -> list[Row]:
     max_requests, max_seconds = bench.cell_limits()
     rounds = 2 if bench.quick else 4
     rows = []
-    for endpoint in (SEARCH, LOG_METRIC):
+    for endpoint in (SEARCH, LOG_METRIC, ARTIFACT):
         for concurrency in (1, 4):
             for keepalive in (True, False):
                 merged: dict[tuple[str, str], LoadResult] = {}
@@ -115,7 +133,7 @@ def measure_side_by_side(bench: Bench, servers: list[Server]) -> list[Row]:
                     for server in servers:
                         for mode, (headers, auth) in server.auth_modes().items():
                             burst = run_load(
-                                f"{server.url}{endpoint}",
+                                url_for(endpoint, server),
                                 payload_for(endpoint, server),
                                 headers,
                                 auth,
@@ -123,13 +141,14 @@ def measure_side_by_side(bench: Bench, servers: list[Server]) -> list[Row]:
                                 keepalive,
                                 max_requests // rounds,
                                 max_seconds / rounds,
+                                method="GET" if endpoint == ARTIFACT else "POST",
                             )
                             total = merged.setdefault((server.label, mode), LoadResult())
                             total.merge(burst)
                 for (label, mode), result in merged.items():
                     row = {
                         "server": label,
-                        "endpoint": endpoint.split("/mlflow/", 1)[1],
+                        "endpoint": ENDPOINT_LABELS[endpoint],
                         "auth": mode,
                         "concurrency": concurrency,
                         "connection": "keep-alive" if keepalive else "new",
@@ -137,13 +156,61 @@ def measure_side_by_side(bench: Bench, servers: list[Server]) -> list[Row]:
                     }
                     rows.append(row)
                     print(
-                        f"  {label:15} {row['endpoint']:20} {mode:6} c={concurrency} "
+                        f"  {label:15} {row['endpoint']:20} {mode:11} c={concurrency} "
                         f"{row['connection']:10} {row['throughput_rps']:8.1f} req/s "
                         f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms"
                         f"{'  errors ' + str(row['errors']) if row['errors'] else ''}",
                         flush=True,
                     )
     return rows
+
+
+def count_round_trips(bench: Bench, server: Server) -> list[dict[str, Any]]:
+    """Round trips per request type and credential (mlflow_stack.bench.roundtrips), in a
+    process of their own on the running stack's databases and configuration."""
+    local_env = parse_env_file(bench.layout.local_mlflow_env)
+    environment = {
+        **local_env,
+        "MLFLOW_AUTH_CONFIG_PATH": str(bench.layout.local_auth_config),
+        "_MLFLOW_SERVER_FILE_STORE": local_env["MLFLOW_BACKEND_STORE_URI"],
+        "_MLFLOW_SERVER_SERVE_ARTIFACTS": "true",
+        "_MLFLOW_SERVER_ARTIFACT_DESTINATION": str(bench.layout.artifacts),
+        "_MLFLOW_SERVER_ARTIFACT_ROOT": "mlflow-artifacts:/",
+    }
+    requests = []
+    for mode, (headers, basic) in server.auth_modes().items():
+        if basic is not None:
+            encoded = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+            headers = {**headers, "Authorization": f"Basic {encoded}"}
+        for endpoint in (SEARCH, LOG_METRIC, ARTIFACT):
+            path = f"{ARTIFACT}/{server.artifact}" if endpoint == ARTIFACT else endpoint
+            requests.append(
+                {
+                    "name": f"{mode} {ENDPOINT_LABELS[endpoint]}",
+                    "method": "GET" if endpoint == ARTIFACT else "POST",
+                    "path": path,
+                    "json": None if endpoint == ARTIFACT else payload_for(endpoint, server)(0),
+                    "headers": headers,
+                }
+            )
+    spec = bench.home / "roundtrips.json"
+    # The spec holds the stack's passwords: readable by this user only.
+    descriptor = os.open(spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        json.dump({"environment": environment, "requests": requests}, out)
+    try:
+        counted = bench.python("-m", "mlflow_stack.bench.roundtrips", str(spec), timeout=600)
+    finally:
+        spec.unlink()
+    if counted.returncode != 0:
+        raise RuntimeError(f"counting round trips failed: {counted.stderr.strip()[-2000:]}")
+    by_name = json.loads(counted.stdout.strip().splitlines()[-1])
+    out_rows = []
+    for name, groups in by_name.items():
+        mode, endpoint = name.split(" ", 1)
+        out_rows.append({"server": server.label, "auth_mode": mode, "endpoint": endpoint, **groups})
+        print(f"  round trips {server.label:12} {mode:11} {endpoint:20} {groups}", flush=True)
+    return out_rows
 
 
 def run(bench: Bench) -> dict[str, Any]:
@@ -188,9 +255,8 @@ def run(bench: Bench) -> dict[str, Any]:
         os.environ.update({k: v for k, v in bench.env.items() if k.startswith("MLFLOW_STACK_")})
         profile = load_profile(bench.profile)
         secrets = load_secrets(profile)
-        auth_db = database_uri(
-            profile, secrets, "127.0.0.1", profile.postgres_port, profile.auth_database
-        )
+        endpoints = Endpoints.of(profile)
+        auth_db = endpoints.auth_database_uri(secrets, endpoints.local_database)
         _, token = tokens.create_token(
             auth_db, profile.admin_username, name="bench", expires_at=timedelta(hours=2)
         )
@@ -221,8 +287,10 @@ def run(bench: Bench) -> dict[str, Any]:
         wait_healthy(project_noauth)
         print("load (req/s, latency of successful requests)", flush=True)
         for server in (project, project_noauth):
-            prepare_run(server)
+            prepare_run(server, profile)
+        add_reader(project, profile, auth_db)
         rows = measure_side_by_side(bench, [project, project_noauth])
+        trips = {"project": count_round_trips(bench, project)}
 
         print("smoke: python -m mlflow_stack.smoke against the running stack", flush=True)
         started = time.monotonic()
@@ -233,6 +301,20 @@ def run(bench: Bench) -> dict[str, Any]:
             "seconds": round(time.monotonic() - started, 2),
             "exit_code": smoke.returncode,
         }
+        # The same non-admin on the same data with default_permission NO_PERMISSIONS: only
+        # their grant lets them in.
+        print("project with default_permission NO_PERMISSIONS: the non-admin's cells", flush=True)
+        bench.env["MLFLOW_STACK_DEFAULT_PERMISSION"] = "NO_PERMISSIONS"
+        bench.invoke("down")
+        bench.invoke("up")
+        strict = dataclasses.replace(project, label="project-nop", admin_cells=False)
+        strict_rows = measure_side_by_side(bench, [strict, project_noauth])
+        trips["project-nop"] = count_round_trips(bench, strict)
+        strict_ratios = ratios(strict_rows, "project-nop", "project-noauth")
+        for row in strict_rows:
+            if row["server"] == "project-noauth":
+                row["server"] = "project-noauth (2nd pass)"
+        rows += strict_rows
         # The stock servers run alone: their job runners would otherwise take CPU from the
         # project's measurements above.
         project_noauth.stop()
@@ -242,12 +324,15 @@ def run(bench: Bench) -> dict[str, Any]:
         results["stock"] = stock_facts
         print(f"  {stock_facts}", flush=True)
         for server in (stock, stock_noauth):
-            prepare_run(server)
+            prepare_run(server, profile)
         rows += measure_side_by_side(bench, [stock, stock_noauth])
         results["load"] = rows
-        results["ratios"] = ratios(rows, "project", "project-noauth") + ratios(
-            rows, "stock", "stock-noauth"
+        results["ratios"] = (
+            ratios(rows, "project", "project-noauth")
+            + strict_ratios
+            + ratios(rows, "stock", "stock-noauth")
         )
+        results["round_trips"] = trips
     finally:
         for server in servers:
             server.stop()

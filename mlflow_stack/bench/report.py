@@ -7,9 +7,26 @@ from typing import Any
 
 # One measured cell (server, endpoint, auth, concurrency, connection, throughput, latencies).
 Row = dict[str, Any]
+# The project's servers (default_permission READ, then NO_PERMISSIONS) and what is higher-better.
+PROJECT_SERVERS = ("project", "project-nop")
+RATIO_TARGETS = frozenset(
+    {
+        "auth_throughput_ratio",
+        "admin_throughput_ratio",
+        "user_throughput_ratio",
+        "artifact_throughput_ratio",
+    }
+)
+ARTIFACT_ENDPOINT = "artifacts/download"
 
 TARGETS = {
     "auth_throughput_ratio": 0.9,
+    "admin_throughput_ratio": 0.95,
+    "user_throughput_ratio": 0.9,
+    "artifact_throughput_ratio": 0.8,
+    "search_p50_vs_noauth": 1.15,
+    "admin_round_trips": 1,
+    "user_round_trips": 3,
     "keepalive_search_p50_ms": 10.0,
     "warm_up_seconds": 5.0,
     "cold_up_seconds": 10.0,
@@ -37,6 +54,9 @@ def ratios(rows: list[Row], auth_server: str, noauth_server: str) -> list[Row]:
                     "concurrency": row["concurrency"],
                     "connection": row["connection"],
                     "ratio": round(row["throughput_rps"] / ref["throughput_rps"], 3),
+                    "p50_ratio": (
+                        round(row["p50_ms"] / ref["p50_ms"], 3) if ref.get("p50_ms") else None
+                    ),
                 }
             )
     return out
@@ -53,8 +73,44 @@ def verdict(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         and r["concurrency"] == 1
     ]
     project = results.get("project", {})
+    cells = [r for r in results.get("ratios", []) if r["server"] in PROJECT_SERVERS]
+
+    def worst(pick: Any, values: str = "ratio", highest: bool = False) -> float | None:
+        found = [float(r[values]) for r in cells if pick(r) and r.get(values) is not None]
+        if not found:
+            return None
+        return max(found) if highest else min(found)
+
+    trips = [t for rows in results.get("round_trips", {}).values() for t in rows]
+
+    def most_trips(admin: bool) -> float | None:
+        found = [t["auth"] for t in trips if t["auth_mode"].startswith("user-") != admin]
+        return max(found) if found else None
+
     measured = {
         "auth_throughput_ratio": min(project_ratios) if project_ratios else None,
+        "admin_throughput_ratio": worst(
+            lambda r: (
+                r.get("auth") in ("basic", "bearer") and r.get("endpoint") != ARTIFACT_ENDPOINT
+            )
+        ),
+        "user_throughput_ratio": worst(
+            lambda r: (
+                str(r.get("auth")).startswith("user-") and r.get("endpoint") != ARTIFACT_ENDPOINT
+            )
+        ),
+        "artifact_throughput_ratio": worst(lambda r: r.get("endpoint") == ARTIFACT_ENDPOINT),
+        "search_p50_vs_noauth": worst(
+            lambda r: (
+                r.get("endpoint") == "experiments/search"
+                and r.get("concurrency") == 1
+                and r.get("connection") == "keep-alive"
+            ),
+            values="p50_ratio",
+            highest=True,
+        ),
+        "admin_round_trips": most_trips(admin=True),
+        "user_round_trips": most_trips(admin=False),
         "keepalive_search_p50_ms": max(keepalive_search) if keepalive_search else None,
         "warm_up_seconds": project.get("warm_up_seconds"),
         "cold_up_seconds": project.get("cold_up_seconds"),
@@ -63,9 +119,7 @@ def verdict(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     verdicts = {}
     for key, target in TARGETS.items():
         value = measured[key]
-        met = value is not None and (
-            value >= target if key == "auth_throughput_ratio" else value <= target
-        )
+        met = value is not None and (value >= target if key in RATIO_TARGETS else value <= target)
         verdicts[key] = {"measured": value, "target": target, "met": met}
     return verdicts
 
@@ -83,6 +137,12 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     names = {
         "auth_throughput_ratio": "authenticated / unauthenticated throughput (worst cell)",
+        "admin_throughput_ratio": "admin, search and log-metric (worst cell)",
+        "user_throughput_ratio": "non-admin with a grant, search and log-metric (worst cell)",
+        "artifact_throughput_ratio": "artifact download (worst cell)",
+        "search_p50_vs_noauth": "p50 search, c=1, reused connection / unauthenticated p50",
+        "admin_round_trips": "database round trips added by auth, admin (most)",
+        "user_round_trips": "database round trips added by auth, non-admin (most)",
         "keepalive_search_p50_ms": "p50 authenticated search, reused connection (ms)",
         "warm_up_seconds": "`invoke up`, warm (s)",
         "cold_up_seconds": "`invoke up`, cold (s)",
@@ -101,9 +161,21 @@ def markdown(results: dict[str, Any]) -> str:
         f"{stock.get('rest_rss_mb_mlflow')} MB RSS (MLflow processes only). "
         f"`nox -s smoke` against a running stack: {results.get('smoke', {}).get('seconds')} s.",
         "",
-        "| server | endpoint | auth | c | connection | req/s | p50 ms | p99 ms | ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| server | endpoint | auth | c | connection | req/s | p50 ms | p99 ms | ratio "
+        "| p50 ratio | auth round trips |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    p50_of = {
+        (r["server"], r["auth"], r["endpoint"], r["concurrency"], r["connection"]): r.get(
+            "p50_ratio"
+        )
+        for r in results.get("ratios", [])
+    }
+    trips_of = {
+        (t["server"], t["auth_mode"], t["endpoint"]): t["auth"]
+        for rows in results.get("round_trips", {}).values()
+        for t in rows
+    }
     ratio_of = {
         (r["server"], r["auth"], r["endpoint"], r["concurrency"], r["connection"]): r["ratio"]
         for r in results.get("ratios", [])
@@ -113,12 +185,17 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {row['server']} | {row['endpoint']} | {row['auth']} | {row['concurrency']} | "
             f"{row['connection']} | {row['throughput_rps']} | {row['p50_ms']} | {row['p99_ms']} "
-            f"| {ratio_of.get(key, '')} |"
+            f"| {ratio_of.get(key, '')} | {p50_of.get(key) or ''} "
+            f"| {trips_of.get(key[:3], '')} |"
         )
     lines += [
         "",
         "ratio: throughput of the authenticated cell / the same cell on the same server "
-        "with authentication off (project-noauth, stock-noauth).",
+        "with authentication off (project-noauth, stock-noauth). project: default_permission "
+        "READ; project-nop: NO_PERMISSIONS; basic/bearer: the admin; user-*: a non-admin with "
+        "EDIT on the bench's experiment. auth round trips: database round trips per request "
+        "added by authentication and authorization, counted in-process (SQLAlchemy events) "
+        "on the same databases.",
         "",
     ]
     return "\n".join(lines)
@@ -133,7 +210,13 @@ def chart(results: dict[str, Any], target: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 2]})
     cells = [r for r in results.get("ratios", [])]
     labels = sorted({(r["endpoint"], r["concurrency"], r["connection"]) for r in cells})
-    series = [("project", "basic"), ("project", "bearer"), ("stock", "basic")]
+    series = [
+        ("project", "basic"),
+        ("project", "bearer"),
+        ("project", "user-basic"),
+        ("project-nop", "user-basic"),
+        ("stock", "basic"),
+    ]
     width = 0.8 / len(series)
     for index, (server, mode) in enumerate(series):
         values = []

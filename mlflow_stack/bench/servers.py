@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
 import requests
 from psycopg2 import sql
 
+from mlflow_stack.client import EXPERIMENT, AdminClient
 from mlflow_stack.profile import Profile
 from mlflow_stack.render import database_uri
 from mlflow_stack.runtime import DatabaseEndpoint
@@ -24,6 +26,10 @@ from mlflow_stack.secrets import Secrets
 
 # How a request authenticates: extra headers, and basic-auth credentials (None: no basic auth).
 AuthMode = tuple[dict[str, str], tuple[str, str] | None]
+# The non-admin user the bench measures: EDIT on the bench's experiment, nothing else.
+READER = "bench-reader"
+ARTIFACT_BYTES = b"x" * 4096
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 
 
 def free_port() -> int:
@@ -41,14 +47,25 @@ class Server:
     run_id: str = ""
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    experiment_id: str = ""
+    # The artifact's path under ARTIFACTS_API (downloaded by the load).
+    artifact: str = ""
+    reader: tuple[str, str] | None = None
+    reader_bearer: str | None = None
+    # False: only the non-admin's cells are measured (the NO_PERMISSIONS pass).
+    admin_cells: bool = True
 
     def auth_modes(self) -> dict[str, AuthMode]:
-        if self.basic is None:
-            return {"none": ({}, None)}
-        modes: dict[str, AuthMode] = {"basic": ({}, self.basic)}
-        if self.bearer:
-            modes["bearer"] = ({"Authorization": f"Bearer {self.bearer}"}, None)
-        return modes
+        modes: dict[str, AuthMode] = {}
+        if self.basic is not None and self.admin_cells:
+            modes["basic"] = ({}, self.basic)
+            if self.bearer:
+                modes["bearer"] = ({"Authorization": f"Bearer {self.bearer}"}, None)
+        if self.reader is not None:
+            modes["user-basic"] = ({}, self.reader)
+        if self.reader_bearer:
+            modes["user-bearer"] = ({"Authorization": f"Bearer {self.reader_bearer}"}, None)
+        return modes or {"none": ({}, None)}
 
     def processes(self) -> list[psutil.Process]:
         """The server's process and all its children (workers, job runners)."""
@@ -124,26 +141,42 @@ def wait_healthy(server: Server, timeout: float = 180) -> float:
     raise RuntimeError(f"{server.label} not healthy after {timeout} s; see {server.log}")
 
 
-def prepare_run(server: Server) -> None:
-    """An experiment and a run to search and to log metrics into."""
-    auth = server.basic
+def admin_client(server: Server, profile: Profile) -> AdminClient:
+    """The project's REST client, as the server's admin (or anonymous without auth)."""
+    username, password = server.basic or ("", "")
+    client = AdminClient(profile, username, password)
+    client.url = server.url  # the stock servers listen elsewhere than the profile says
+    if server.basic is None:
+        client.session.auth = None
+    return client
+
+
+def prepare_run(server: Server, profile: Profile) -> None:
+    """An experiment, a run to log metrics into and an artifact to download."""
     name = f"bench-{server.label}-{random_source.token_hex(4)}"
-    created = requests.post(
-        f"{server.url}/api/2.0/mlflow/experiments/create",
-        auth=auth,
-        json={"name": name},
-        timeout=30,
+    with admin_client(server, profile) as client:
+        server.experiment_id = client.create_experiment(name)
+        server.run_id = client.create_run(server.experiment_id, int(time.time() * 1000))
+        server.artifact = f"{server.experiment_id}/{server.run_id}/artifacts/bench.bin"
+        uploaded = client.session.put(
+            f"{server.url}{ARTIFACTS_API}/{server.artifact}", data=ARTIFACT_BYTES, timeout=30
+        )
+        uploaded.raise_for_status()
+
+
+def add_reader(server: Server, profile: Profile, auth_database_uri: str) -> None:
+    """The non-admin user, with EDIT on the bench's experiment, a password and a token."""
+    from mlflow_stack.auth import tokens
+
+    password = random_source.token_urlsafe(18)
+    with admin_client(server, profile) as client:
+        client.create_user(READER, password)
+        client.grant(READER, EXPERIMENT, server.experiment_id, "EDIT")
+    _, token = tokens.create_token(
+        auth_database_uri, READER, name="bench", expires_at=timedelta(hours=2)
     )
-    created.raise_for_status()
-    experiment_id = created.json()["experiment_id"]
-    run = requests.post(
-        f"{server.url}/api/2.0/mlflow/runs/create",
-        auth=auth,
-        timeout=30,
-        json={"experiment_id": experiment_id, "start_time": int(time.time() * 1000)},
-    )
-    run.raise_for_status()
-    server.run_id = run.json()["run"]["info"]["run_id"]
+    server.reader = (READER, password)
+    server.reader_bearer = token
 
 
 def stock_servers(

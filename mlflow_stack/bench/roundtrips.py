@@ -1,0 +1,140 @@
+"""Database round trips per request, counted in-process with SQLAlchemy events.
+
+``python -m mlflow_stack.bench.roundtrips SPEC.json`` builds the project's MLflow app in this
+process as uvicorn gets it (the FastAPI app, with MLflow's middlewares and the Flask app
+mounted), on the running stack's own databases and auth_config.ini, sends each request of the
+spec to it over ASGI and prints, as JSON, the round trips each one made: statements,
+plus BEGIN/COMMIT/ROLLBACK on connections that are not in autocommit, plus one pre-ping per
+connection checkout of a pool that pings. They are split into ``auth`` (the auth database, and
+the fast path's run lookup) and ``handler`` (MLflow's tracking store): ``auth`` is what
+authentication and authorization add, since the handler's share is the same without them.
+
+A fresh interpreter per run: MLflow's auth module reads its configuration at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections import Counter
+from typing import Any
+
+import sqlalchemy as sa
+
+# One count per request; a few warm-up requests first so pools and caches are in steady state.
+WARM_UP = 3
+MEASURED = 5
+
+
+class Counting:
+    """Round trips per engine group, from events on every engine and pool of this process."""
+
+    def __init__(self) -> None:
+        self.trips: Counter[str] = Counter()
+        self.groups: dict[int, str] = {}
+        self.pools: dict[int, str] = {}
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._statement)
+        for name in ("begin", "commit", "rollback"):
+            sa.event.listen(sa.engine.Engine, name, self._transaction)
+        sa.event.listen(sa.pool.Pool, "checkout", self._checkout)
+
+    def group(self, engine: sa.Engine, name: str) -> None:
+        self.groups[id(engine)] = name
+        if getattr(engine.pool, "_pre_ping", False):
+            self.pools[id(engine.pool)] = name
+
+    def _statement(self, conn: sa.Connection, *_args: Any) -> None:
+        self.trips[self.groups.get(id(conn.engine), "other")] += 1
+
+    def _transaction(self, conn: sa.Connection, *_args: Any) -> None:
+        # Asking the connection would itself be a round trip; the engine's setting is enough.
+        if conn.engine.dialect._on_connect_isolation_level != "AUTOCOMMIT":
+            self.trips[self.groups.get(id(conn.engine), "other")] += 1
+
+    def _checkout(self, _dbapi: Any, _record: Any, proxy: Any) -> None:
+        name = self.pools.get(id(proxy._pool))
+        if name is not None:
+            self.trips[name] += 1
+
+
+async def send_asgi(app: Any, request: dict[str, Any], headers: dict[str, str]) -> int:
+    """One request to the ASGI app, as uvicorn would hand it over; its status."""
+    body = json.dumps(request["json"]).encode() if request.get("json") is not None else b""
+    raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    if body:
+        raw_headers.append((b"content-type", b"application/json"))
+    raw_headers += [(b"host", b"127.0.0.1"), (b"content-length", str(len(body)).encode())]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request["method"],
+        "scheme": "http",
+        "path": request["path"],
+        "raw_path": request["path"].encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": raw_headers,
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop()
+        await asyncio.sleep(3600)  # a client that keeps the connection open
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(int(message["status"]))
+
+    await app(scope, receive, send)
+    return statuses[0]
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[0]) as spec_file:
+        spec = json.load(spec_file)
+    os.environ.update(spec["environment"])
+    os.environ["_MLFLOW_SGI_NAME"] = "uvicorn"  # what `mlflow server` sets: the FastAPI app
+    counting = Counting()
+    from mlflow.server import app as flask_app
+    from mlflow.server import auth as mlflow_auth
+    from mlflow.server import handlers
+
+    from mlflow_stack.auth import app as stack_app
+    from mlflow_stack.auth import fastpath, hook
+
+    served = stack_app.create_app(flask_app)
+    fast = flask_app.extensions[fastpath.EXTENSION]
+    counts: dict[str, dict[str, float]] = {}
+    for request in spec["requests"]:
+        headers = request["headers"]
+        for index in range(WARM_UP + MEASURED):
+            if index == WARM_UP:
+                # Engines made lazily by the warm-up are known by now.
+                counting.group(hook.database().engine(), "auth")
+                counting.group(mlflow_auth.store.engine, "auth")
+                tracking = fast._tracking_database()
+                if tracking is not None:
+                    counting.group(tracking.engine(), "auth")
+                tracking_store: Any = handlers._get_tracking_store()
+                counting.group(tracking_store.engine, "handler")
+                counting.trips.clear()
+            status = asyncio.run(send_asgi(served, request, headers))
+            if status != 200:
+                raise SystemExit(f"{request['name']}: HTTP {status}")
+        counts[request["name"]] = {
+            group: round(counting.trips[group] / MEASURED, 2) for group in ("auth", "handler")
+        }
+    print(json.dumps(counts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
