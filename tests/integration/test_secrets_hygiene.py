@@ -191,9 +191,11 @@ def test_the_secrets_are_the_ones_the_stack_uses(life):
         "MLFLOW_STACK_ADMIN_PASSWORD",
         "MLFLOW_STACK_DB_PASSWORD",
         "MLFLOW_STACK_SECRET_KEY",
+        "MLFLOW_STACK_KEK_PASSPHRASE",
     }
     mlflow_env = parse_env_file(life.stack.state_dir / "local" / "mlflow.env")
     assert mlflow_env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == life.secrets["MLFLOW_STACK_SECRET_KEY"]
+    assert mlflow_env["MLFLOW_CRYPTO_KEK_PASSPHRASE"] == life.secrets["MLFLOW_STACK_KEK_PASSPHRASE"]
     assert (
         urlquote(life.secrets["MLFLOW_STACK_DB_PASSWORD"])
         in (mlflow_env["MLFLOW_BACKEND_STORE_URI"])
