@@ -64,10 +64,9 @@ def create_app(app: Flask | None = None) -> Any:
     with _one_worker_at_a_time():
         served = create_basic_auth_app(flask_app)
     audit_requests.install(flask_app)
-    transport.install(flask_app)
     fastpath.install(flask_app)
     native_routes.install(served)
-    return features.guard_jobs_route(served)
+    return transport.install(features.guard_jobs_route(served))
 
 
 def _before_mlflow() -> Response | None:

@@ -8,6 +8,7 @@ The file and its rotation come from the same MLFLOW_STACK_AUDIT_* variables as t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -20,7 +21,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     if argv[0] == "append":
-        log = audit.AuditFile(settings)
+        # A task's line: into the volume only (the container's log stream is the server's).
+        log = audit.AuditFile(dataclasses.replace(settings, to_stdout=False))
         for line in sys.stdin:
             if line.strip():
                 log.append(json.loads(line))

@@ -316,7 +316,12 @@ class ComposeRuntime:
             line_path.write_text(json.dumps(record) + "\n")
             with line_path.open("rb") as line:
                 self._one_off(
-                    "python", "-m", "mlflow_stack.container.audit_log", "append", stdin=line
+                    "python",
+                    "-m",
+                    "mlflow_stack.container.audit_log",
+                    "append",
+                    stdin=line,
+                    capture=True,
                 )
 
     def export_artifacts(self, target: Path) -> None:

@@ -156,3 +156,18 @@ def test_filters_of_invoke_audit():
     assert audit_cli.parse_since("2026-12-01T10:00") == datetime(2026, 12, 1, 10, tzinfo=UTC)
     with pytest.raises(StackError, match="invalid --since '2 weeks'"):
         audit_cli.parse_since("2 weeks")
+
+
+def test_a_tasks_line_goes_to_the_volume_and_not_to_stdout(tmp_path, monkeypatch, capsys):
+    import io
+
+    from mlflow_stack.container import audit_log
+
+    monkeypatch.setenv(audit.FILE_VARIABLE, str(tmp_path / "audit.jsonl"))
+    monkeypatch.setenv(audit.STDOUT_VARIABLE, "1")
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"route": "tokens.create"}\n'))
+    assert audit_log.main(["append"]) == 0
+    assert capsys.readouterr().out == ""
+    assert lines(tmp_path) == [{"route": "tokens.create"}]
+    assert audit_log.main(["dump"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"route": "tokens.create"}

@@ -125,3 +125,37 @@ def test_a_tls_profile_renders_https_on_both_runtimes_with_keys_out_of_argv(
     ca = (folder / "ca.crt").read_bytes()
     render_with(stack_home, monkeypatch, "ci", MLFLOW_STACK_TLS="self-signed")
     assert (folder / "ca.crt").read_bytes() == ca
+
+
+def _answer(scheme: str, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The response headers SecureTransport lets out, around an app answering `headers`."""
+    import asyncio
+
+    from mlflow_stack.auth.transport import SecureTransport
+
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"OK"})
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request"}
+
+    scope = {"type": "http", "scheme": scheme, "path": "/health", "method": "GET"}
+    asyncio.run(SecureTransport(app)(scope, receive, send))
+    return sent[0]["headers"]
+
+
+def test_every_https_answer_has_hsts_and_only_secure_cookies():
+    cookie = (b"set-cookie", b"session=abc; Path=/; HttpOnly")
+    secured = dict(_answer("https", [cookie]))
+    assert secured[b"strict-transport-security"] == b"max-age=31536000"
+    assert secured[b"set-cookie"] == b"session=abc; Path=/; HttpOnly; Secure"
+    already = _answer("https", [(b"set-cookie", b"a=1; Secure"), *[]])
+    assert dict(already)[b"set-cookie"] == b"a=1; Secure"
+    # Plain HTTP (a profile without TLS): nothing is added.
+    assert _answer("http", [cookie]) == [cookie]
