@@ -14,3 +14,12 @@ def ci_stack(integration_home):
     stack.invoke("up")
     yield stack
     stack.invoke("down", check=False)
+
+
+@pytest.fixture(scope="module")
+def demo(integration_home):
+    """The demo profile (NO_PERMISSIONS by default), up for one module."""
+    stack = make_stack(integration_home, "demo")
+    stack.invoke("up")
+    yield stack
+    stack.invoke("down", check=False)

@@ -8,22 +8,13 @@ import json
 import os
 import signal
 
-import pytest
 import requests
 
 from mlflow_stack.files import parse_env_file
 from tests.integration.test_faults import mlflow_pid, wait_for_new_healthy_mlflow
-from tests.stacks import Stack, make_stack
+from tests.stacks import Stack
 
 EXPERIMENTS = "/api/2.0/mlflow/experiments"
-
-
-@pytest.fixture(scope="module")
-def demo(integration_home):
-    stack = make_stack(integration_home, "demo")
-    stack.invoke("up")
-    yield stack
-    stack.invoke("down", check=False)
 
 
 def url(stack: Stack) -> str:

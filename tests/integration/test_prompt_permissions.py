@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from tests.stacks import Stack, make_stack
+from tests.stacks import Stack
 
 USER = "pia"
 
@@ -70,14 +70,6 @@ def python(code: str, env: dict[str, str], *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
-
-
-@pytest.fixture(scope="module")
-def demo(integration_home):
-    stack = make_stack(integration_home, "demo")
-    stack.invoke("up")
-    yield stack
-    stack.invoke("down", check=False)
 
 
 @pytest.fixture(scope="module")

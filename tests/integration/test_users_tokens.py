@@ -27,21 +27,13 @@ from mlflow_stack.files import parse_env_file
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import database_uri
 from mlflow_stack.secrets import ENV_VARS, Secrets
-from tests.stacks import Stack, base_environment, expire_token, free_port, make_stack
+from tests.stacks import Stack, base_environment, expire_token, free_port
 
 SDK_ACCESS = Path(__file__).with_name("sdk_access.py")
 USERS_API = "/api/2.0/mlflow/users"
 
 
 # --- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def demo(integration_home):
-    stack = make_stack(integration_home, "demo")
-    stack.invoke("up")
-    yield stack
-    stack.invoke("down", check=False)
 
 
 @pytest.fixture(scope="module")
