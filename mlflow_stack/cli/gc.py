@@ -62,19 +62,9 @@ def compose_arguments(options: Sequence[str]) -> list[str]:
     """`docker compose` arguments of the one-off gc container: the MLflow service's image,
     environment (its store URI) and artifacts volume, and `python -` reading mlflow_stack/gc.py
     on stdin, so the image needs no copy of it."""
-    return [
-        "run",
-        "--rm",
-        "--no-deps",
-        "-T",
-        "--entrypoint",
-        "python",
-        "mlflow",
-        "-",
-        "--artifacts-root",
-        CONTAINER_ARTIFACTS,
-        *options,
-    ]
+    from mlflow_stack.runtime.compose import one_off_arguments
+
+    return one_off_arguments("python", "-", "--artifacts-root", CONTAINER_ARTIFACTS, *options)
 
 
 def parse_result(stdout: str) -> dict[str, int]:

@@ -85,6 +85,12 @@ def user_command(profile: Profile, *args: str) -> str:
     return shlex.join(["docker", "compose", *compose_command(profile, *args)[1:]])
 
 
+def one_off_arguments(program: str, *args: str) -> list[str]:
+    """`docker compose run` arguments of `program` in a one-off container of the MLflow service
+    (its image, environment and volumes; no dependencies started, no terminal)."""
+    return ["run", "--rm", "--no-deps", "-T", "--entrypoint", program, "mlflow", *args]
+
+
 def _last_line(text: str | None) -> str:
     lines = (text or "").strip().splitlines()
     return lines[-1] if lines else ""
@@ -286,17 +292,17 @@ class ComposeRuntime:
     def _one_off(self, program: str, *args: str, **streams: Any) -> None:
         """`program` in a one-off container from the MLflow image, the artifacts volume mounted
         (it runs whether or not the MLflow service does)."""
-        self.run(
-            "run", "--rm", "--no-deps", "-T", "--entrypoint", program, "mlflow", *args, **streams
-        )
+        self.run(*one_off_arguments(program, *args), **streams)
 
     def audit_records(self, follow: bool) -> Iterator[dict[str, Any]]:
         """The audit volume's records, oldest first (with follow: then new ones as they come)."""
         argv = compose_command(
             self.profile,
-            *("run", "--rm", "--no-deps", "-T", "--entrypoint", "python", "mlflow"),
-            *("-m", "mlflow_stack.container.audit_log", "dump"),
-            *(["--follow"] if follow else []),
+            *one_off_arguments(
+                "python",
+                *("-m", "mlflow_stack.container.audit_log", "dump"),
+                *(["--follow"] if follow else []),
+            ),
         )
         self._preflight()
         with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as process:

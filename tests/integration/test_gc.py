@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from mlflow_stack.files import parse_env_file
 from mlflow_stack.render import urlquote
-from tests.stacks import Stack, make_stack
+from tests.stacks import Stack
 
 MAKE_TRASH = r"""
 import json, tempfile, pathlib
@@ -48,11 +48,8 @@ print(json.dumps({"gone": gone, "kept": kept, "runs": runs, "model": model.model
 
 
 @pytest.fixture(scope="module")
-def stack(integration_home):
-    stack = make_stack(integration_home, "ci")
-    stack.invoke("up")
-    yield stack
-    stack.invoke("down", check=False)
+def stack(ci_stack):
+    return ci_stack
 
 
 @pytest.fixture(scope="module")
