@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,13 @@ def version(program: Path) -> str:
     return result.stdout.strip()
 
 
-def chromium_arguments(user_data_dir: Path) -> list[str]:
-    """The command-line switches of one headless browser with a profile folder of its own."""
-    return [*HEADLESS_ARGUMENTS, f"--user-data-dir={user_data_dir}"]
+def chromium_arguments(user_data_dir: Path, trusted_keys: Sequence[str] = ()) -> list[str]:
+    """The command-line switches of one headless browser with a profile folder of its own.
+
+    `trusted_keys`: base64 SHA-256 hashes of server public keys (a stack's self-signed
+    certificate) that the browser accepts without a CA it knows: that one key, not every
+    certificate error (Chromium honours the switch only with --user-data-dir)."""
+    arguments = [*HEADLESS_ARGUMENTS, f"--user-data-dir={user_data_dir}"]
+    if trusted_keys:
+        arguments.append(f"--ignore-certificate-errors-spki-list={','.join(trusted_keys)}")
+    return arguments

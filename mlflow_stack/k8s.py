@@ -19,6 +19,7 @@ from typing import Any
 
 import jinja2
 
+from mlflow_stack import s3
 from mlflow_stack.container.migrate import AUTH_URI_VARIABLE, ON_START_VARIABLE
 from mlflow_stack.endpoints import DatabaseEndpoint, Endpoints
 from mlflow_stack.files import PUBLIC_MODE, SECRET_MODE
@@ -214,6 +215,11 @@ def context(profile: Profile, secrets: Secrets, env: jinja2.Environment) -> dict
     secret_keys = {name: name for name in (*SECRET_VARIABLES, AUTH_DATABASE_VARIABLE)}
     secret_keys[CONTAINER_AUTH_CONFIG_VARIABLE] = AUTH_CONFIG_KEY
     resources = [name for name, _ in TEMPLATES if name != "hpa.yaml" or profile.k8s_max_replicas]
+    # Artifacts on S3: no volume; the user's Secret (if any) is mounted as the credentials file.
+    if s3.enabled(profile):
+        resources.remove("artifacts-pvc.yaml")
+        credentials = s3.K8S_CREDENTIALS if profile.k8s_s3_credentials_secret else ""
+        server_env |= s3.server_environment(profile, credentials)
     return {
         "header": f"Rendered by mlflow-stack for profile {profile.name}; do not edit.",
         "folder": f".stack/{profile.name}/{StackLayout.K8S_DIR}",
@@ -240,13 +246,27 @@ def context(profile: Profile, secrets: Secrets, env: jinja2.Environment) -> dict
         "job_name": job_name(mlflow_version()),
         "migrate_command": migrate_command(),
         "wait_command": ["python", "-c", WAIT_PROGRAM],
-        "server_command": ["mlflow", *mlflow_server_args(server, "0.0.0.0", CONTAINER_ARTIFACTS)],  # noqa: S104
+        "server_command": [
+            "mlflow",
+            *mlflow_server_args(
+                server,
+                "0.0.0.0",  # noqa: S104 - the pod's address
+                s3.artifacts_destination(profile, CONTAINER_ARTIFACTS),
+            ),
+        ],
         "private_dir": PRIVATE_DIR,
         "artifacts_mount": CONTAINER_ARTIFACTS,
         "artifacts_claim": ARTIFACTS_CLAIM,
         "artifacts_size": profile.k8s_artifacts_size,
         "artifacts_access_mode": profile.k8s_artifacts_access_mode,
         "storage_class": profile.k8s_storage_class,
+        "s3": {
+            "enabled": s3.enabled(profile),
+            "secret": profile.k8s_s3_credentials_secret,
+            "key": s3.K8S_SECRET_KEY,
+            "mount": s3.K8S_CREDENTIALS_DIR,
+            "port": s3.endpoint_port(profile),
+        },
         "ingress_host": profile.k8s_ingress_host,
         "ingress_class": profile.k8s_ingress_class,
         "ingress_namespace": profile.k8s_ingress_namespace,

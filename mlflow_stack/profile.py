@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mlflow_stack import paths
+from mlflow_stack import paths, s3
 from mlflow_stack.errors import StackError
 from mlflow_stack.layout import StackLayout
 
@@ -69,6 +69,14 @@ class Profile:
     db_user: str
     tracking_database: str
     auth_database: str
+    # Artifacts on S3-compatible storage (mlflow_stack/s3.py)
+    artifacts_store: str
+    s3_bucket: str
+    s3_prefix: str
+    s3_endpoint_url: str
+    s3_region: str
+    s3_credentials_file: str
+    k8s_s3_credentials_secret: str
     # Images (compose runtime)
     postgres_image: str
     python_image: str
@@ -256,6 +264,11 @@ def _validate_k8s(name: str, settings: dict[str, Any]) -> None:
             )
     if settings["k8s_storage_class"] and not DNS_SUBDOMAIN.fullmatch(settings["k8s_storage_class"]):
         raise StackError(f"profile {name}: k8s_storage_class is not a DNS-1123 name")
+    secret = settings["k8s_s3_credentials_secret"]
+    if secret and not DNS_SUBDOMAIN.fullmatch(secret):
+        raise StackError(
+            f"profile {name}: k8s_s3_credentials_secret {secret!r} is not a DNS-1123 name"
+        )
     if settings["k8s_image"] and not re.fullmatch(
         r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", settings["k8s_image"]
     ):
@@ -299,6 +312,7 @@ def _validate(name: str, settings: dict[str, Any]) -> None:
         )
     _validate_oidc(name, settings)
     _validate_k8s(name, settings)
+    s3.validate(name, settings)
     if not 1 <= settings["kek_version"] <= 1_000_000:
         raise StackError(f"profile {name}: kek_version must be 1 or more")
     if not 1 <= settings["audit_max_mb"] <= 10_000:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
-from mlflow_stack import paths
+from mlflow_stack import paths, s3
 from mlflow_stack.endpoints import Endpoints
 from mlflow_stack.endpoints import database_uri as database_uri
 from mlflow_stack.files import (
@@ -237,6 +237,11 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
     compose_mlflow_env |= audit_environment(
         profile, f"{CONTAINER_AUDIT_DIR}/{StackLayout.AUDIT_FILE}", True
     )
+    # S3 credentials by reference: the user's file, mounted as a compose secret (local: its path).
+    s3_credentials = s3.credentials_path(profile) if s3.enabled(profile) else None
+    compose_mlflow_env |= s3.server_environment(
+        profile, s3.COMPOSE_CREDENTIALS if s3_credentials else ""
+    )
     server_tls = tls_server_files(profile)
     compose_tls = local_tls = ""
     if server_tls is not None:
@@ -248,6 +253,7 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
     local_mlflow_env = mlflow_environment(
         profile, secrets, local_uri, str(layout.local_auth_config)
     ) | audit_environment(profile, str(layout.audit_log), False)
+    local_mlflow_env |= s3.server_environment(profile, str(s3_credentials or ""))
     keycloak = keycloak_service(profile, secrets)
     keycloak_files = (
         [
@@ -274,7 +280,7 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                     *mlflow_server_args(
                         profile,
                         "0.0.0.0",  # noqa: S104 - inside the container's network only
-                        CONTAINER_ARTIFACTS,
+                        s3.artifacts_destination(profile, CONTAINER_ARTIFACTS),
                         compose_tls,
                     ),
                 ],
@@ -283,6 +289,8 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                 postgres_init_source=f"./{layout.POSTGRES_INIT_DIR}",
                 auth_config_dir=os.path.dirname(CONTAINER_AUTH_CONFIG),
                 artifacts_mount=CONTAINER_ARTIFACTS,
+                s3_credentials=str(s3_credentials or ""),
+                s3_secret=s3.COMPOSE_SECRET,
                 audit_mount=CONTAINER_AUDIT_DIR if profile.audit_log else "",
                 health_scheme="https" if server_tls is not None else "http",
                 ca_bundle=extra_ca_bundle(profile),
@@ -329,7 +337,10 @@ def render_files(profile: Profile, secrets: Secrets) -> list[RenderedFile]:
                     str(layout.mlflow_pgid),
                     "--",
                     *mlflow_server_args(
-                        profile, profile.bind_address, str(layout.artifacts), local_tls
+                        profile,
+                        profile.bind_address,
+                        s3.artifacts_destination(profile, str(layout.artifacts)),
+                        local_tls,
                     ),
                 ],
                 oidc_provider_command=dev_provider_command(profile),

@@ -9,6 +9,7 @@ a certificate for any other name is never issued. Keys are 0600, written atomica
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -195,3 +196,15 @@ def user_files(certificate: str, key: str) -> TlsFiles:
     ):
         raise StackError(f"tls files: {key_path} is not the key of {cert_path}")
     return TlsFiles(cert_path, key_path, cert_path)
+
+
+def public_key_pin(certificate: Path) -> str:
+    """The base64 SHA-256 of a certificate's public key (what curl's --pinnedpubkey and
+    Chromium's --ignore-certificate-errors-spki-list take)."""
+    cert = x509.load_pem_x509_certificate(certificate.read_bytes())
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return base64.b64encode(digest.finalize()).decode()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow_stack.invoking import run_invoke
+from mlflow_stack.layout import StackLayout
+from mlflow_stack.profile import load_profile
 from mlflow_stack.runtime.processes import descendants
 
 SDK_CLIENT = Path(__file__).parent / "integration" / "sdk_client.py"
@@ -48,6 +50,25 @@ class Stack:
     @property
     def state_dir(self) -> Path:
         return self.home / self.profile
+
+    @property
+    def tls(self) -> str:
+        """The profile's tls mode as this stack runs it (profile file and env overrides)."""
+        return load_profile(self.profile, self.env).tls
+
+    @property
+    def url(self) -> str:
+        """The MLflow server's base URL: https where the profile speaks TLS (demo and sso do)."""
+        scheme = "http" if self.tls == "off" else "https"
+        return f"{scheme}://127.0.0.1:{self.env['MLFLOW_STACK_MLFLOW_PORT']}"
+
+    @property
+    def verify(self) -> str | bool:
+        """requests' `verify` for the server: the profile's CA under tls = self-signed. Pass it
+        on every request: REQUESTS_CA_BUNDLE, where set, overrides a Session's own `verify`."""
+        if self.tls == "self-signed":
+            return str(StackLayout(self.state_dir).tls_dir / "ca.crt")
+        return True
 
     def invoke(
         self, *args: str, check: bool = True, timeout: float = 240, stdin: str | None = None

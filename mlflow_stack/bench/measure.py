@@ -165,9 +165,12 @@ def measure_side_by_side(bench: Bench, servers: list[Server]) -> list[Row]:
     return rows
 
 
-def count_round_trips(bench: Bench, server: Server) -> list[dict[str, Any]]:
-    """Round trips per request type and credential (mlflow_stack.bench.roundtrips), in a
-    process of their own on the running stack's databases and configuration."""
+def count_round_trips(
+    bench: Bench, server: Server
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Round trips per request type and credential, and the audit's cost per audited request
+    (mlflow_stack.bench.roundtrips), in a process of their own on the running stack's
+    databases and configuration."""
     local_env = parse_env_file(bench.layout.local_mlflow_env)
     environment = {
         **local_env,
@@ -204,13 +207,15 @@ def count_round_trips(bench: Bench, server: Server) -> list[dict[str, Any]]:
         spec.unlink()
     if counted.returncode != 0:
         raise RuntimeError(f"counting round trips failed: {counted.stderr.strip()[-2000:]}")
-    by_name = json.loads(counted.stdout.strip().splitlines()[-1])
+    printed = json.loads(counted.stdout.strip().splitlines()[-1])
     out_rows = []
-    for name, groups in by_name.items():
+    for name, groups in printed["round_trips"].items():
         mode, endpoint = name.split(" ", 1)
         out_rows.append({"server": server.label, "auth_mode": mode, "endpoint": endpoint, **groups})
         print(f"  round trips {server.label:12} {mode:11} {endpoint:20} {groups}", flush=True)
-    return out_rows
+    if printed["audit"] is not None:
+        print(f"  audit log cost {server.label:12} {printed['audit']}", flush=True)
+    return out_rows, printed["audit"]
 
 
 def run(bench: Bench) -> dict[str, Any]:
@@ -290,7 +295,8 @@ def run(bench: Bench) -> dict[str, Any]:
             prepare_run(server, profile)
         add_reader(project, profile, auth_db)
         rows = measure_side_by_side(bench, [project, project_noauth])
-        trips = {"project": count_round_trips(bench, project)}
+        trips: dict[str, list[dict[str, Any]]] = {}
+        trips["project"], results["audit"] = count_round_trips(bench, project)
 
         print("smoke: python -m mlflow_stack.smoke against the running stack", flush=True)
         started = time.monotonic()
@@ -309,7 +315,7 @@ def run(bench: Bench) -> dict[str, Any]:
         bench.invoke("up")
         strict = dataclasses.replace(project, label="project-nop", admin_cells=False)
         strict_rows = measure_side_by_side(bench, [strict, project_noauth])
-        trips["project-nop"] = count_round_trips(bench, strict)
+        trips["project-nop"], _ = count_round_trips(bench, strict)
         strict_ratios = ratios(strict_rows, "project-nop", "project-noauth")
         for row in strict_rows:
             if row["server"] == "project-noauth":

@@ -31,6 +31,7 @@ TARGETS = {
     "warm_up_seconds": 5.0,
     "cold_up_seconds": 10.0,
     "rest_rss_mb": 600.0,
+    "audit_ms_per_request": 0.2,
 }
 
 
@@ -115,6 +116,7 @@ def verdict(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "warm_up_seconds": project.get("warm_up_seconds"),
         "cold_up_seconds": project.get("cold_up_seconds"),
         "rest_rss_mb": project.get("rest_rss_mb"),
+        "audit_ms_per_request": (results.get("audit") or {}).get("mean_ms"),
     }
     verdicts = {}
     for key, target in TARGETS.items():
@@ -147,6 +149,7 @@ def markdown(results: dict[str, Any]) -> str:
         "warm_up_seconds": "`invoke up`, warm (s)",
         "cold_up_seconds": "`invoke up`, cold (s)",
         "rest_rss_mb": "whole stack at rest, RSS (MB)",
+        "audit_ms_per_request": "audit log, time in its hooks per audited request (ms, mean)",
     }
     for key, item in results["verdict"].items():
         lines.append(

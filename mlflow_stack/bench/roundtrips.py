@@ -9,6 +9,10 @@ connection checkout of a pool that pings. They are split into ``auth`` (the auth
 the fast path's run lookup) and ``handler`` (MLflow's tracking store): ``auth`` is what
 authentication and authorization add, since the handler's share is the same without them.
 
+The same process then times the audit log's own hooks (mlflow_stack/auth/audit_requests.py)
+on audited requests (log-metric, each written to the stack's audit file): their cost per
+request, what the audit adds, without the noise of an A/B over HTTP.
+
 A fresh interpreter per run: MLflow's auth module reads its configuration at import.
 """
 
@@ -17,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +33,7 @@ import sqlalchemy as sa
 # One count per request; a few warm-up requests first so pools and caches are in steady state.
 WARM_UP = 3
 MEASURED = 5
+AUDITED = 300
 
 
 class Counting:
@@ -97,6 +105,47 @@ async def send_asgi(app: Any, request: dict[str, Any], headers: dict[str, str]) 
     return statuses[0]
 
 
+def _timed(function: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
+    def timed(*args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            spent[-1] += time.perf_counter() - started
+
+    return timed
+
+
+def audit_cost(flask_app: Any, served: Any, request: dict[str, Any]) -> dict[str, Any] | None:
+    """Milliseconds per request spent in the audit's hooks, over AUDITED audited requests;
+    None when the stack runs without an audit log."""
+    from mlflow_stack.auth import audit_requests
+
+    spent: list[float] = []
+    found = 0
+    for hooks in (flask_app.before_request_funcs, flask_app.after_request_funcs):
+        functions = hooks.get(None, [])
+        for index, function in enumerate(functions):
+            if getattr(function, "__module__", "") == audit_requests.__name__:
+                functions[index] = _timed(function, spent)
+                found += 1
+    if not found:
+        return None
+    for _ in range(AUDITED):
+        spent.append(0.0)
+        status = asyncio.run(send_asgi(served, request, request["headers"]))
+        if status != 200:
+            raise SystemExit(f"audit timing, {request['name']}: HTTP {status}")
+    per_request = sorted(seconds * 1000 for seconds in spent)
+    return {
+        "requests": len(per_request),
+        "hooks": found,
+        "mean_ms": round(statistics.fmean(per_request), 4),
+        "p50_ms": round(per_request[len(per_request) // 2], 4),
+        "p99_ms": round(per_request[int(len(per_request) * 0.99)], 4),
+    }
+
+
 def main(argv: list[str]) -> int:
     with open(argv[0]) as spec_file:
         spec = json.load(spec_file)
@@ -132,7 +181,8 @@ def main(argv: list[str]) -> int:
         counts[request["name"]] = {
             group: round(counting.trips[group] / MEASURED, 2) for group in ("auth", "handler")
         }
-    print(json.dumps(counts))
+    audited = next(r for r in spec["requests"] if r["path"].endswith("/runs/log-metric"))
+    print(json.dumps({"round_trips": counts, "audit": audit_cost(flask_app, served, audited)}))
     return 0
 
 

@@ -56,14 +56,21 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def chrome(browser_programs, tmp_path, request):
+def trusted_keys() -> tuple[str, ...]:
+    """Public-key pins of the stack servers a module's browser accepts (a module whose stack
+    speaks HTTPS with a self-signed certificate overrides this)."""
+    return ()
+
+
+@pytest.fixture
+def chrome(browser_programs, tmp_path, request, trusted_keys):
     """A fresh headless Chromium (own profile folder) for one test, quit at its end."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(browser_programs.chromium)
-    for argument in chromium_arguments(tmp_path / "chromium-profile"):
+    for argument in chromium_arguments(tmp_path / "chromium-profile", trusted_keys):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     service = Service(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from mlflow_stack.files import parse_env_file
+from mlflow_stack.layout import StackLayout
+from mlflow_stack.tls import public_key_pin
 from tests.browser.ui import LOGIN_FIELD, SIGN_OUT
 from tests.stacks import Stack, free_port, make_stack
 
@@ -21,8 +23,16 @@ def sso_stack(integration_home, browser_programs) -> Stack:
     stack.invoke("down", check=False, timeout=300)
 
 
+@pytest.fixture
+def trusted_keys(sso_stack) -> tuple[str, ...]:
+    """sso speaks HTTPS: the browser accepts its server's key, and only that."""
+    assert sso_stack.tls == "self-signed"
+    return (public_key_pin(StackLayout(sso_stack.state_dir).tls_dir / "server.crt"),)
+
+
 def test_sso_login_logout_in_the_browser(sso_stack, chrome):
-    ui = f"http://127.0.0.1:{sso_stack.env['MLFLOW_STACK_MLFLOW_PORT']}"
+    ui = sso_stack.url
+    assert ui.startswith("https://")
     provider = f"http://127.0.0.1:{sso_stack.env['MLFLOW_STACK_OIDC_PROVIDER_PORT']}"
     secrets = parse_env_file(sso_stack.state_dir / "secrets.env")
 

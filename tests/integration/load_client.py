@@ -57,9 +57,11 @@ class MetricLoad:
         batch_writers: int = 0,
         max_seconds: float = 120.0,
         pause: float = 0.0,
+        verify: str | bool = True,
     ) -> None:
         self.url = check_local(url)
         self.auth = auth
+        self.verify = verify
         self.run_id = run_id
         self.max_seconds = max_seconds
         self.pause = pause
@@ -89,6 +91,9 @@ class MetricLoad:
     def _run(self, writer: Writer, deadline: float) -> None:
         session = requests.Session()
         session.auth = self.auth
+        # Off, REQUESTS_CA_BUNDLE (where set) would replace the session's verify.
+        session.trust_env = False
+        session.verify = self.verify
         step = 0
         while (
             not self._stop.is_set()
@@ -166,7 +171,9 @@ class MetricLoad:
             }
 
 
-def stored_steps(url: str, auth: tuple[str, str], run_id: str, key: str) -> list[int]:
+def stored_steps(
+    url: str, auth: tuple[str, str], run_id: str, key: str, verify: str | bool = True
+) -> list[int]:
     """Every stored value of `key` (as steps, value == step), through get-history, paged."""
     url = check_local(url)
     steps: list[int] = []
@@ -179,6 +186,7 @@ def stored_steps(url: str, auth: tuple[str, str], run_id: str, key: str) -> list
             f"{url}/api/2.0/mlflow/metrics/get-history",
             params=params,
             auth=auth,
+            verify=verify,
             timeout=60,
         )
         response.raise_for_status()
@@ -201,7 +209,7 @@ def check_nothing_acknowledged_was_lost(
     """
     report = {}
     for writer in load.writers:
-        stored = stored_steps(load.url, load.auth, load.run_id, writer.key)
+        stored = stored_steps(load.url, load.auth, load.run_id, writer.key, load.verify)
         duplicates = [s for s, n in Counter(stored).items() if n > 1]
         assert not duplicates, f"{writer.key}: stored twice: {duplicates[:10]}"
         stored_set, acked = set(stored), set(writer.acked)

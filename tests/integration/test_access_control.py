@@ -23,6 +23,9 @@ from tests.stacks import Stack, make_stack
 
 TIMING_TRIES = 15
 NOT_AUTHENTICATED = "You are not authenticated"
+# What call() verifies each server origin against (demo speaks HTTPS with a CA of its own); the
+# module's fixture registers its stack here, since call() is handed bare URLs.
+SERVER_CA: dict[str, str | bool] = {}
 
 
 @dataclass
@@ -56,8 +59,10 @@ def sign_in(url: str, user: tuple[str, str]) -> int:
 
 
 def call(method: str, url: str, auth=None, **kwargs) -> requests.Response:
-    assert urlsplit(url).hostname == "127.0.0.1"
-    return requests.request(method, url, auth=auth, timeout=30, **kwargs)
+    parts = urlsplit(url)
+    assert parts.hostname == "127.0.0.1"
+    verify = SERVER_CA.get(f"{parts.scheme}://{parts.netloc}", True)
+    return requests.request(method, url, auth=auth, timeout=30, verify=verify, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +75,7 @@ def demo():
         stack.invoke("up")
         env = stack.client_env()
         url = env["MLFLOW_TRACKING_URI"]
+        SERVER_CA[url] = stack.verify
         admin = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
         users = {}
         for name in ("alice", "bob"):
@@ -592,12 +598,16 @@ def test_an_unknown_user_and_a_wrong_password_take_about_as_long(demo):
     unknown_user = (f"nobody-{secrets.token_hex(4)}", "not-alices-password-1")
     timings: dict[str, list[float]] = {"wrong_password": [], "unknown_user": []}
     with requests.Session() as session:
-        session.get(f"{demo.url}/health", timeout=10)  # connection set up outside the timings
+        session.get(
+            f"{demo.url}/health", verify=demo.stack.verify, timeout=10
+        )  # connection set up outside the timings
         for _ in range(TIMING_TRIES):
             # Interleaved, so a load spike on the machine hits both series alike.
             for kind, auth in (("wrong_password", wrong_password), ("unknown_user", unknown_user)):
                 started = time.perf_counter()
-                response = session.get(url, params={"max_results": 1}, auth=auth, timeout=30)
+                response = session.get(
+                    url, params={"max_results": 1}, auth=auth, verify=demo.stack.verify, timeout=30
+                )
                 timings[kind].append(time.perf_counter() - started)
                 assert response.status_code == 401, response.text
         wrong, unknown = (statistics.median(timings[k]) for k in ("wrong_password", "unknown_user"))
@@ -606,7 +616,9 @@ def test_an_unknown_user_and_a_wrong_password_take_about_as_long(demo):
             f"unknown user {unknown * 1000:.0f} ms vs wrong password {wrong * 1000:.0f} ms "
             f"(median of {TIMING_TRIES}): the username can be probed by timing"
         )
-        right = session.get(url, params={"max_results": 1}, auth=demo.alice, timeout=30)
+        right = session.get(
+            url, params={"max_results": 1}, auth=demo.alice, verify=demo.stack.verify, timeout=30
+        )
         assert right.status_code == 200, right.text
 
 

@@ -18,7 +18,7 @@ EXPERIMENTS = "/api/2.0/mlflow/experiments"
 
 
 def url(stack: Stack) -> str:
-    return f"http://127.0.0.1:{stack.env['MLFLOW_STACK_MLFLOW_PORT']}"
+    return stack.url
 
 
 def audit(stack: Stack, *flags: str) -> list[dict]:
@@ -33,6 +33,7 @@ def call(stack: Stack, path: str, auth, body: dict) -> requests.Response:
         json=body,
         auth=None if isinstance(auth, str) else auth,
         headers=headers,
+        verify=stack.verify,
         timeout=30,
     )
 

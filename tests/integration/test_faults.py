@@ -56,6 +56,7 @@ class Running:
     stack: Stack
     url: str
     admin: tuple[str, str]
+    verify: str | bool
 
 
 def started(stack: Stack) -> Running:
@@ -65,6 +66,7 @@ def started(stack: Stack) -> Running:
         stack,
         env["MLFLOW_TRACKING_URI"],
         (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]),
+        stack.verify,
     )
 
 
@@ -148,6 +150,7 @@ def new_run(running: Running, label: str) -> tuple[str, str]:
         f"{running.url}/api/2.0/mlflow/experiments/create",
         json={"name": name},
         auth=running.admin,
+        verify=running.verify,
         timeout=30,
     )
     assert created.status_code == 200, created.text
@@ -156,6 +159,7 @@ def new_run(running: Running, label: str) -> tuple[str, str]:
         f"{running.url}/api/2.0/mlflow/runs/create",
         json={"experiment_id": experiment_id, "run_name": name},
         auth=running.admin,
+        verify=running.verify,
         timeout=30,
     )
     assert run.status_code == 200, run.text
@@ -167,6 +171,7 @@ def log_one_metric(running: Running, run_id: str, key: str) -> requests.Response
         f"{running.url}/api/2.0/mlflow/runs/log-metric",
         json={"run_id": run_id, "key": key, "value": 1.0, "timestamp": 0, "step": 0},
         auth=running.admin,
+        verify=running.verify,
         timeout=30,
     )
 
@@ -180,7 +185,12 @@ def wait_for_new_workers(stack: Stack, server_pid: int, old_workers: list[int]) 
         fresh = [pid for pid in workers if pid not in old_workers]
         if fresh and status_rows(stack)[1].get("mlflow", [None, None])[1] == str(server_pid):
             with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{stack_url(stack)}/health", timeout=5).status_code == 200:
+                if (
+                    requests.get(
+                        f"{stack_url(stack)}/health", verify=stack.verify, timeout=5
+                    ).status_code
+                    == 200
+                ):
                     return workers
         time.sleep(0.5)
     raise AssertionError(f"no new healthy workers within {RECOVERY_TIMEOUT} s: {workers}")
@@ -199,7 +209,9 @@ def kill_mlflow_under_load(running: Running, label: str, kill_server: bool) -> d
     old_workers = worker_pids(old_pid)
     if not kill_server:
         assert old_workers, f"no worker processes under the MLflow server {old_pid}"
-    load = MetricLoad(running.url, running.admin, run_id, label, writers=3).start()
+    load = MetricLoad(
+        running.url, running.admin, run_id, label, writers=3, verify=running.verify
+    ).start()
     try:
         assert load.wait_for_acks(30, timeout=20), load.summary()
         acked_before_kill = load.acked_count()
@@ -222,7 +234,9 @@ def kill_mlflow_under_load(running: Running, label: str, kill_server: bool) -> d
     gone = [old_pid, *old_workers] if kill_server else old_workers
     assert not [pid for pid in gone if alive(pid)]
     assert is_uvicorn(new_pid)
-    assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
+    assert (
+        requests.get(f"{running.url}/health", verify=running.verify, timeout=5).status_code == 200
+    )
     return check_nothing_acknowledged_was_lost(load)
 
 
@@ -251,7 +265,9 @@ def test_kill_9_of_the_postmaster_is_probed_recovered_and_loses_nothing(running)
     pid_file = stack.state_dir / "pgdata" / "postmaster.pid"
     postmaster = int(pid_file.read_text().splitlines()[0])
     assert alive(postmaster)
-    load = MetricLoad(running.url, running.admin, run_id, "kill-postgres", writers=3).start()
+    load = MetricLoad(
+        running.url, running.admin, run_id, "kill-postgres", writers=3, verify=running.verify
+    ).start()
     try:
         assert load.wait_for_acks(30, timeout=20), load.summary()
         acked_before_kill = load.acked_count()
@@ -289,7 +305,13 @@ def test_kill_9_of_the_postmaster_is_probed_recovered_and_loses_nothing(running)
 def test_concurrent_writers_store_exactly_what_was_acknowledged(running):
     _, run_id = new_run(running, "concurrent")
     load = MetricLoad(
-        running.url, running.admin, run_id, "concurrent", writers=2, batch_writers=2
+        running.url,
+        running.admin,
+        run_id,
+        "concurrent",
+        writers=2,
+        batch_writers=2,
+        verify=running.verify,
     ).start()
     try:
         time.sleep(10)
@@ -360,6 +382,7 @@ def test_a_full_artifact_disk_is_a_clear_error_and_the_server_keeps_serving(full
         artifact_url(running, experiment_id, run_id, "fits.bin"),
         data=fits,
         auth=running.admin,
+        verify=running.verify,
         timeout=30,
     )
     assert put.status_code == 200, put.text[:300]
@@ -372,6 +395,7 @@ def test_a_full_artifact_disk_is_a_clear_error_and_the_server_keeps_serving(full
             artifact_url(running, experiment_id, run_id, "big.bin"),
             data=too_big,
             auth=running.admin,
+            verify=running.verify,
             timeout=60,
         )
     except requests.ConnectionError as exc:  # an answer was owed, not a dropped connection
@@ -383,17 +407,23 @@ def test_a_full_artifact_disk_is_a_clear_error_and_the_server_keeps_serving(full
     # The failed upload left no partial file behind to keep the disk full.
     assert shutil.disk_usage(mount_point).used <= used_before + 64 * 1024, os.listdir(mount_point)
 
-    assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
+    assert (
+        requests.get(f"{running.url}/health", verify=running.verify, timeout=5).status_code == 200
+    )
     small = b"still serving\n"
     put = requests.put(
         artifact_url(running, experiment_id, run_id, "small.txt"),
         data=small,
         auth=running.admin,
+        verify=running.verify,
         timeout=30,
     )
     assert put.status_code == 200, (put.status_code, put.text[:300], os.listdir(mount_point))
     got = requests.get(
-        artifact_url(running, experiment_id, run_id, "small.txt"), auth=running.admin, timeout=30
+        artifact_url(running, experiment_id, run_id, "small.txt"),
+        auth=running.admin,
+        verify=running.verify,
+        timeout=30,
     )
     assert got.status_code == 200 and got.content == small
     logged = log_one_metric(running, run_id, "after-full-disk")

@@ -87,6 +87,7 @@ def user_envs(demo: Stack, admin_env: dict[str, str]) -> dict[str, dict[str, str
     with_password = {
         **base,
         "MLFLOW_TRACKING_URI": admin_env["MLFLOW_TRACKING_URI"],
+        "MLFLOW_TRACKING_SERVER_CERT_PATH": admin_env["MLFLOW_TRACKING_SERVER_CERT_PATH"],
         "MLFLOW_TRACKING_USERNAME": USER,
         "MLFLOW_TRACKING_PASSWORD": password,
     }
@@ -106,7 +107,10 @@ def rest(env: dict[str, str], method: str, path: str, **kwargs) -> requests.Resp
         kwargs["headers"] = {"Authorization": f"Bearer {env['MLFLOW_TRACKING_TOKEN']}"}
     else:
         kwargs["auth"] = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
-    return requests.request(method, env["MLFLOW_TRACKING_URI"] + path, timeout=30, **kwargs)
+    verify = env.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+    return requests.request(
+        method, env["MLFLOW_TRACKING_URI"] + path, timeout=30, verify=verify, **kwargs
+    )
 
 
 def probe(env: dict[str, str], prompt: str) -> dict[str, dict]:

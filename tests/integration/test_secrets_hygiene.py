@@ -149,6 +149,7 @@ def life():
                     f"{url}/api/2.0/mlflow/experiments/search",
                     params={"max_results": 1},
                     auth=(user, tried),
+                    verify=env.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True,
                     timeout=30,
                 )
                 assert response.status_code == 401

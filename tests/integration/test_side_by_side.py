@@ -24,6 +24,7 @@ def test_ci_and_dev_run_side_by_side(ci_stack, integration_home):
                 f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search",
                 auth=(env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]),
                 json={"max_results": 1},
+                verify=stack.verify,
                 timeout=30,
             )
             assert response.status_code == 200

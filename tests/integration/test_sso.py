@@ -35,7 +35,16 @@ def sso(integration_home) -> Stack:
 
 
 def url(stack: Stack) -> str:
-    return f"http://127.0.0.1:{stack.env['MLFLOW_STACK_MLFLOW_PORT']}"
+    return stack.url
+
+
+def browser_session(stack: Stack) -> requests.Session:
+    """A cookie-keeping session that trusts the profile's CA (sso speaks HTTPS)."""
+    session = requests.Session()
+    # Off, REQUESTS_CA_BUNDLE (where set) would replace the session's verify.
+    session.trust_env = False
+    session.verify = stack.verify
+    return session
 
 
 def dev_password(stack: Stack) -> str:
@@ -56,7 +65,7 @@ def follow(session: requests.Session, response: requests.Response, stop: str) ->
 
 def log_in(stack: Stack, username: str, password: str | None = None) -> requests.Session:
     """A browser session that opened the UI, was sent to the provider and signed in there."""
-    session = requests.Session()
+    session = browser_session(stack)
     page = follow(
         session, session.get(url(stack) + "/", headers=NAVIGATE, allow_redirects=False), ""
     )
@@ -78,11 +87,16 @@ def current_user(stack: Stack, session: requests.Session) -> requests.Response:
 
 
 def test_a_page_load_goes_to_the_login_and_an_api_call_gets_a_401(sso):
-    page = requests.get(url(sso) + "/", headers=NAVIGATE, allow_redirects=False, timeout=30)
+    page = requests.get(
+        url(sso) + "/", headers=NAVIGATE, allow_redirects=False, verify=sso.verify, timeout=30
+    )
     assert page.status_code == 302
     assert page.headers["Location"].startswith("/oidc/login?next=")
     api = requests.post(
-        url(sso) + "/api/2.0/mlflow/experiments/search", json={"max_results": 1}, timeout=30
+        url(sso) + "/api/2.0/mlflow/experiments/search",
+        json={"max_results": 1},
+        verify=sso.verify,
+        timeout=30,
     )
     assert api.status_code == 401 and "<html" not in api.text.lower()
 
@@ -133,7 +147,7 @@ def test_the_ui_logout_ends_the_session_on_every_worker_and_at_the_provider(sso)
         url(sso) + CURRENT_USER, auth=("mlflow-logged-out-x1", "mlflow-logged-out-x1"), timeout=30
     )
     assert beacon.status_code == 401 and "WWW-Authenticate" not in beacon.headers
-    stale = requests.Session()
+    stale = browser_session(sso)
     stale.cookies.set("mlflow_stack_session", cookie)
     assert {current_user(sso, stale).status_code for _ in range(20)} == {401}
     # The UI then loads its start page: that goes through the provider's logout.
@@ -146,12 +160,14 @@ def test_the_ui_logout_ends_the_session_on_every_worker_and_at_the_provider(sso)
         or "logout" in (at_provider.headers["Location"])
     )
     # Logged out: the next page load asks for a login again.
-    again = requests.get(url(sso) + "/", headers=NAVIGATE, allow_redirects=False, timeout=30)
+    again = requests.get(
+        url(sso) + "/", headers=NAVIGATE, allow_redirects=False, verify=sso.verify, timeout=30
+    )
     assert again.headers["Location"].startswith("/oidc/login")
 
 
 def test_a_forged_or_foreign_state_is_refused(sso):
-    session = requests.Session()
+    session = browser_session(sso)
     first = session.get(url(sso) + "/oidc/login?next=/", allow_redirects=False, timeout=30)
     assert first.status_code == 302
     forged = session.get(
@@ -162,7 +178,7 @@ def test_a_forged_or_foreign_state_is_refused(sso):
 
 
 def test_next_never_leaves_the_server(sso):
-    session = requests.Session()
+    session = browser_session(sso)
     answer = session.get(
         url(sso) + "/oidc/login",
         params={"next": "//evil.example/"},
@@ -221,6 +237,7 @@ def test_a_tampered_or_unsigned_token_is_refused_as_a_bearer(sso):
             url(sso) + "/api/2.0/mlflow/experiments/search",
             json={"max_results": 1},
             headers={"Authorization": f"Bearer {bearer}"},
+            verify=sso.verify,
             timeout=30,
         )
         assert answer.status_code == 401

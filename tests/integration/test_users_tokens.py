@@ -55,7 +55,7 @@ def issued_tokens() -> list[str]:
 
 
 def url(stack: Stack) -> str:
-    return f"http://127.0.0.1:{stack.env['MLFLOW_STACK_MLFLOW_PORT']}"
+    return stack.url
 
 
 def admin_auth(admin_env: dict[str, str]) -> tuple[str, str]:
@@ -89,7 +89,13 @@ def password_env(stack: Stack, username: str, password: str) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": url(stack),
         "MLFLOW_TRACKING_USERNAME": username,
         "MLFLOW_TRACKING_PASSWORD": password,
+        **cert_env(stack),
     }
+
+
+def cert_env(stack: Stack) -> dict[str, str]:
+    """The SDK's trust of the server's certificate, as `invoke env` exports it."""
+    return {} if stack.verify is True else {"MLFLOW_TRACKING_SERVER_CERT_PATH": str(stack.verify)}
 
 
 def token_env(stack: Stack, token: str, owner: str) -> dict[str, str]:
@@ -132,6 +138,7 @@ def run_author(env: dict[str, str], experiment_id: str, admin_auth: tuple[str, s
         f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/runs/get",
         params={"run_id": run_id},
         auth=admin_auth,
+        verify=env.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True,
         timeout=30,
     )
     answer.raise_for_status()
@@ -214,6 +221,7 @@ def test_added_user_logs_in_and_gets_exactly_what_is_granted(demo, admin_env, ad
         f"{url(demo)}/api/2.0/mlflow/runs/get",
         params={"run_id": run_id},
         auth=admin_auth(admin_env),
+        verify=demo.verify,
         timeout=30,
     ).json()["run"]
     assert {m["key"]: m["value"] for m in run["data"]["metrics"]}["probe"] == 1.0
@@ -264,7 +272,13 @@ def test_tokens_authenticate_alone_until_revoked_or_expired(
     issued_tokens.append(short_lived)
     read = f"{url(demo)}/api/2.0/mlflow/experiments/get"
     bearer = {"Authorization": f"Bearer {short_lived}"}
-    before = requests.get(read, params={"experiment_id": experiment_id}, headers=bearer, timeout=30)
+    before = requests.get(
+        read,
+        params={"experiment_id": experiment_id},
+        headers=bearer,
+        verify=demo.verify,
+        timeout=30,
+    )
     assert before.status_code == 200, before.text
     expire_token(auth_database_url(demo), record.id)
     expired = probe({**tess, "MLFLOW_TRACKING_TOKEN": short_lived}, experiment_id, run_id)
@@ -336,7 +350,7 @@ def test_non_admins_get_403_on_user_management(demo, issued_tokens):
     nora = ("nora", password)
     base = url(demo)
 
-    current = requests.get(f"{base}{USERS_API}/current", auth=nora, timeout=30)
+    current = requests.get(f"{base}{USERS_API}/current", auth=nora, verify=demo.verify, timeout=30)
     assert current.status_code == 200, current.text  # nora's credentials are good
     attempts = {
         "create": ("POST", "create", {"username": "mallory", "password": "mallory-password"}),
@@ -347,7 +361,12 @@ def test_non_admins_get_403_on_user_management(demo, issued_tokens):
     for credentials in ({"auth": nora}, {"headers": {"Authorization": f"Bearer {token}"}}):
         for what, (method, path, body) in attempts.items():
             answer = requests.request(
-                method, f"{base}{USERS_API}/{path}", json=body, timeout=30, **credentials
+                method,
+                f"{base}{USERS_API}/{path}",
+                json=body,
+                verify=demo.verify,
+                timeout=30,
+                **credentials,
             )
             assert answer.status_code == 403, (what, answer.status_code, answer.text)
 
@@ -455,7 +474,7 @@ BAD_INPUT = {
         {},
         ["users.list"],
         None,
-        "is not running at http://127.0.0.1:",
+        "is not running at https://127.0.0.1:",
     ),
     "stack down: tokens": (
         "down",
@@ -469,7 +488,7 @@ BAD_INPUT = {
         {"MLFLOW_STACK_ADMIN_PASSWORD": "not-the-admin-password"},
         ["users.list"],
         None,
-        "wrong admin credentials for admin at http://127.0.0.1:",
+        "wrong admin credentials for admin at https://127.0.0.1:",
     ),
 }
 
@@ -513,6 +532,7 @@ def test_deleting_a_user_removes_their_tokens(demo, issued_tokens):
     answer = requests.get(
         f"{url(demo)}{USERS_API}/current",
         headers={"Authorization": f"Bearer {token['token']}"},
+        verify=demo.verify,
         timeout=30,
     )
     assert answer.status_code == 401

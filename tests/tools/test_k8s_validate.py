@@ -71,3 +71,20 @@ def test_checkov_catches_a_privileged_pod(stack_home, monkeypatch, tmp_path):
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
     failed = {line.split()[0] for line in validate.run_checkov(folder)}
     assert {"CKV_K8S_16", "CKV_K8S_22"} <= failed
+
+
+def test_s3_artifacts_pass_both_validators(stack_home, monkeypatch):
+    # artifacts_store = "s3": no claim, the user's Secret mounted as the credentials file.
+    profile = rendered(
+        monkeypatch,
+        "ci",
+        MLFLOW_STACK_ARTIFACTS_STORE="s3",
+        MLFLOW_STACK_S3_BUCKET="mlflow-tools-artifacts",
+        MLFLOW_STACK_S3_ENDPOINT_URL="https://minio.example.com:9000",
+        MLFLOW_STACK_K8S_S3_CREDENTIALS_SECRET="mlflow-s3-credentials",
+    )
+    assert not (profile.layout.k8s_dir / "artifacts-pvc.yaml").exists()
+    assert "mlflow-s3-credentials" in (profile.layout.k8s_dir / "deployment.yaml").read_text()
+    lines = validate.validate_k8s(profile)
+    assert any("kubernetes-validate --strict passed" in line for line in lines)
+    assert any("checkov passed" in line for line in lines)

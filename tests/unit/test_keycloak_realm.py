@@ -67,12 +67,12 @@ def test_the_browser_client_is_confidential_with_pkce_and_the_standard_flow_only
         assert browser[flow] is False, flow
     assert browser["attributes"]["pkce.code.challenge.method"] == "S256"
     callback = oidc_profile.redirect_uri(profile)
-    assert callback == "http://127.0.0.1:5400/oidc/callback"
-    assert browser["redirectUris"] == [callback, "http://localhost:5400/oidc/callback"]
+    assert callback == "https://127.0.0.1:5400/oidc/callback"
+    assert browser["redirectUris"] == [callback, "https://localhost:5400/oidc/callback"]
     assert browser["attributes"]["post.logout.redirect.uris"] == (
         oidc_profile.post_logout_redirect_uri(profile)
     )
-    assert browser["webOrigins"] == ["http://127.0.0.1:5400", "http://localhost:5400"]
+    assert browser["webOrigins"] == ["https://127.0.0.1:5400", "https://localhost:5400"]
 
 
 def test_the_machine_client_has_client_credentials_only():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_stack import layout, paths
+from mlflow_stack import layout, paths, tls
 from mlflow_stack.layout import StackLayout
 from mlflow_stack.profile import load_profile
 from mlflow_stack.render import render_files
@@ -111,6 +111,8 @@ def test_artifacts_honour_artifacts_destination(stack_home, monkeypatch, tmp_pat
 def test_every_rendered_file_is_a_relative_name_of_the_layout(stack_home, name):
     profile = load_profile(name)
     secrets, _ = resolve_secrets(profile, {})
+    if profile.tls == "self-signed":  # sso: render_profile issues the certificate first
+        tls.ensure_self_signed(profile.layout.tls_dir, profile.name, profile.allowed_hosts)
     relative_names = {
         value
         for key, value in vars(StackLayout).items()

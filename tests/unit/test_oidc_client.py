@@ -223,7 +223,7 @@ def test_env_oidc_prints_a_token_and_its_user(capsys, provider, sso_rendered):
     code, out, err = run_invoke(capsys, "env", "-p", "sso", "--oidc")
     assert code == 0, err
     values = exported(out)
-    assert values["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5400"
+    assert values["MLFLOW_TRACKING_URI"] == "https://127.0.0.1:5400"  # sso speaks HTTPS
     assert values["MLFLOW_TRACKING_USERNAME"] == "service-account-ci-bot"
     assert oidc_client.unverified_claims(values["MLFLOW_TRACKING_TOKEN"])["n"] == 1
     assert out.splitlines()[-1] == "unset MLFLOW_TRACKING_AUTH MLFLOW_TRACKING_PASSWORD"
