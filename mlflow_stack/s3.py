@@ -72,6 +72,19 @@ def credentials_path(profile: Profile) -> Path | None:
     return Path(profile.s3_credentials_file).expanduser().resolve()
 
 
+def check_compose_owner(profile: Profile, container_uid: int) -> None:
+    """Compose bind-mounts the credentials file with its host owner and mode (it ignores a
+    secret's uid and mode outside Swarm, and cannot inject one into a read-only service): the
+    server, uid `container_uid`, must own the 0600 file or it cannot read it."""
+    path = credentials_path(profile) if enabled(profile) else None
+    if path is None or path.stat().st_uid == container_uid:
+        return
+    raise StackError(
+        f"on the compose runtime the server (uid {container_uid}) reads s3_credentials_file "
+        f"{path} as it is on this machine: chown {container_uid} {path}"
+    )
+
+
 def server_environment(profile: Profile, credentials_file: str) -> dict[str, str]:
     """The server's S3 variables: where the credentials file is (as the server sees it; "" for
     none), the endpoint and the region where set. Empty for local artifacts."""

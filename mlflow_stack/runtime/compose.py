@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from mlflow_stack import health
+from mlflow_stack import health, s3
 from mlflow_stack.errors import StackError
 from mlflow_stack.profile import Profile
-from mlflow_stack.render import CONTAINER_ARTIFACTS
+from mlflow_stack.render import CONTAINER_ARTIFACTS, CONTAINER_UID
 from mlflow_stack.runtime import DatabaseEndpoint, ServiceStatus, check_service
 from mlflow_stack.tools import compose_binary
 
@@ -138,6 +138,7 @@ class ComposeRuntime:
         return result
 
     def up(self, progress: health.Progress) -> None:
+        s3.check_compose_owner(self.profile, CONTAINER_UID)
         progress.step("docker compose up --build --wait")
         self.run("up", "--build", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_SECONDS))
 

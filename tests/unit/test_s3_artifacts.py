@@ -252,3 +252,23 @@ def test_s3_keys_are_not_checked_for_local_artifacts(stack_home, monkeypatch, tm
     monkeypatch.setenv("MLFLOW_STACK_S3_BUCKET", "Not_Checked")
     monkeypatch.setenv("MLFLOW_STACK_S3_CREDENTIALS_FILE", str(tmp_path / "absent"))
     assert load_profile("ci").artifacts_store == "local"
+
+
+def test_compose_up_refuses_a_credentials_file_the_server_cannot_read(s3_env, credentials):
+    import io
+    import os
+
+    from mlflow_stack.health import Progress
+    from mlflow_stack.runtime.compose import ComposeRuntime
+
+    profile = render_all()
+    runtime = ComposeRuntime(profile)
+    calls = []
+    runtime.run = lambda *args, **kwargs: calls.append(args)  # type: ignore[method-assign]
+    with pytest.raises(StackError, match=rf"chown {render.CONTAINER_UID} .*aws-credentials$"):
+        runtime.up(Progress(stream=io.StringIO()))
+    assert calls == []  # refused before Compose is called
+    if os.geteuid() == 0:  # owned by the server's uid, it goes ahead
+        os.chown(credentials, render.CONTAINER_UID, -1)
+        runtime.up(Progress(stream=io.StringIO()))
+        assert calls and calls[0][0] == "up"
