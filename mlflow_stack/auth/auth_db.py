@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from cachetools import LRUCache
 from sqlalchemy.engine import Engine
 
-from mlflow_stack.auth import schema
+from mlflow_stack.auth import permissions_sql, schema
 from mlflow_stack.auth.engine import create_auth_engine
 from mlflow_stack.auth.schema import access_tokens, users
 from mlflow_stack.auth.token_format import as_utc
@@ -36,10 +36,12 @@ LAST_USED_WRITE_INTERVAL = timedelta(seconds=60)
 # are treated as unknown and creation is retried at most this often.
 SCHEMA_RETRY_SECONDS = 30.0
 
-_SELECT_PASSWORD = sa.select(users.c.password_hash, users.c.is_admin).where(
-    users.c.username == sa.bindparam("username")
-)
-_SELECT_TOKEN = (
+# Both credential reads bring the user's grants along (permissions_sql.with_grants): a row per
+# grant, the credential columns repeated; a non-admin's permission check then reads nothing more.
+_SELECT_PASSWORD = permissions_sql.with_grants(
+    sa.select(users.c.password_hash, users.c.is_admin).select_from(users), users.c.id
+).where(users.c.username == sa.bindparam("username"))
+_SELECT_TOKEN = permissions_sql.with_grants(
     sa.select(
         access_tokens.c.id,
         users.c.username,
@@ -47,10 +49,9 @@ _SELECT_TOKEN = (
         access_tokens.c.revoked_at,
         access_tokens.c.last_used_at,
         users.c.is_admin,
-    )
-    .join(users, users.c.id == access_tokens.c.user_id)
-    .where(access_tokens.c.token_hash == sa.bindparam("token_hash"))
-)
+    ).join(users, users.c.id == access_tokens.c.user_id),
+    users.c.id,
+).where(access_tokens.c.token_hash == sa.bindparam("token_hash"))
 _TOUCH_TOKEN = (
     access_tokens.update()
     .where(
@@ -74,6 +75,8 @@ class AuthDatabaseUnavailable(Exception):
 class StoredPassword:
     password_hash: str | None
     is_admin: bool
+    # The user's grants in the default workspace, read in the same statement.
+    grants: tuple[permissions_sql.GrantRow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class StoredToken:
     last_used_at: datetime | None
     # Read with the token so that MLflow's admin checks need no further lookup.
     is_admin: bool = False
+    grants: tuple[permissions_sql.GrantRow, ...] = ()
 
 
 class AuthDatabase:
@@ -103,15 +107,21 @@ class AuthDatabase:
     # --- reads on the request path ---------------------------------------------------
 
     def stored_password(self, username: str) -> StoredPassword | None:
-        row = self.run(lambda c: c.execute(_SELECT_PASSWORD, {"username": username}).first())
-        return None if row is None else StoredPassword(row.password_hash, bool(row.is_admin))
+        rows = self.run(lambda c: c.execute(_SELECT_PASSWORD, {"username": username}).all())
+        if not rows:
+            return None
+        first = rows[0]
+        return StoredPassword(
+            first.password_hash, bool(first.is_admin), permissions_sql.grants_of(rows)
+        )
 
     def stored_token(self, token_hash: str) -> StoredToken | None:
         if not self.tables_ready():
             return None
-        row = self.run(lambda c: c.execute(_SELECT_TOKEN, {"token_hash": token_hash}).first())
-        if row is None:
+        rows = self.run(lambda c: c.execute(_SELECT_TOKEN, {"token_hash": token_hash}).all())
+        if not rows:
             return None
+        row = rows[0]
         return StoredToken(
             id=row.id,
             username=row.username,
@@ -119,6 +129,7 @@ class AuthDatabase:
             revoked_at=as_utc(row.revoked_at),
             last_used_at=as_utc(row.last_used_at),
             is_admin=bool(row.is_admin),
+            grants=permissions_sql.grants_of(rows),
         )
 
     def record_token_use(self, token: StoredToken, now: datetime) -> None:

@@ -5,7 +5,8 @@ app for the two wrappers below; MLflow's installed files stay as they are. The w
 same decisions as MLflow (tests/differential/test_fastpath_differential.py runs both over a matrix):
 
 - every admin check is answered from the row the hook already read to authenticate this
-  request (``hook.is_admin_of_this_request``), not from ``store.get_user`` again;
+  request (``hook.is_admin_of_this_request``), not from ``store.get_user`` again, and an
+  after-request handler that returns at once for an admin is skipped (``admin_noops``);
 - for a non-admin on the routes in ``FAST_KINDS`` the permission comes from MLflow's own pure
   fold (``mlflow.server.auth.requirements``) over the grants read in one statement
   (``permissions_sql``), and a run's experiment from one indexed query;
@@ -19,17 +20,14 @@ logged model among the metrics), goes to MLflow's own function unchanged.
 
 from __future__ import annotations
 
-import ast
 import functools
-import inspect
-import textwrap
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g, request
 
-from mlflow_stack.auth import hook, permissions_sql
+from mlflow_stack.auth import admin_noops, hook, permissions_sql
 from mlflow_stack.auth.auth_db import AuthDatabase
 
 # A bounded memo: one entry per (method, path template), so a few hundred in practice.
@@ -164,6 +162,10 @@ class FastPath:
         return None if grants is None else run_permission_met(m, grants, experiment_id, action)
 
     def _grants(self, username: str) -> list[permissions_sql.GrantRow] | None:
+        # Usually read with the credentials (the hook's statement): no round trip here.
+        read = hook.grants_of_this_request(username)
+        if read is not None:
+            return list(read)
         return permissions_sql.user_grants(self.database, username, self.m.DEFAULT_WORKSPACE_NAME)
 
     def _names_logged_models(self, kind: str) -> bool:
@@ -227,9 +229,7 @@ class FastPath:
 
     @functools.cached_property
     def _admin_noop_set(self) -> frozenset[Any]:
-        handlers = {*self.m.AFTER_REQUEST_HANDLERS.values()}
-        handlers |= {*self.m.PARAMETERIZED_AFTER_REQUEST_HANDLERS.values()}
-        return frozenset(h for h in handlers if returns_at_once_for_admins(self.m, h))
+        return admin_noops.handlers(self.m)
 
     def _admin_noops(self) -> frozenset[Any]:
         return self._admin_noop_set
@@ -321,69 +321,6 @@ def search_gate(m: Any, grants: list[Any]) -> Any:
     always = True if any(r.is_workspace_admin_grant(grant) for grant in grants) else None
     return m.RetentionGate(
         {"experiment": template}, grants, default, r.get_permission(default), always
-    )
-
-
-def returns_at_once_for_admins(m: Any, handler: Any, depth: int = 1) -> bool:
-    """Whether an after-request handler starts with ``if sender_is_admin(): return`` (itself,
-    or as the first thing of the one helper it calls): then, for an admin, skipping it is
-    what it would have done, minus its user lookup."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(handler)))
-    except (OSError, TypeError, SyntaxError):
-        return False
-    function = tree.body[0]
-    if not isinstance(function, ast.FunctionDef):
-        return False
-    body = [s for s in function.body if not _is_docstring(s)]
-    if not body:
-        return False
-    first = body[0]
-    if (
-        isinstance(first, ast.If)
-        and _calls(first.test, "sender_is_admin")
-        and not first.orelse
-        and len(first.body) == 1
-        and isinstance(first.body[0], ast.Return)
-        and first.body[0].value is None
-    ):
-        return True
-    if (
-        depth
-        and len(body) == 1
-        and isinstance(first, ast.Expr)
-        and isinstance(first.value, ast.Call)
-    ):
-        call = first.value
-        if isinstance(call.func, ast.Name) and all(map(_side_effect_free, call.args)):
-            helper = getattr(m, call.func.id, None)
-            return helper is not None and returns_at_once_for_admins(m, helper, depth - 1)
-    return False
-
-
-def _is_docstring(statement: ast.stmt) -> bool:
-    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
-
-
-def _calls(node: ast.expr, name: str) -> bool:
-    return (
-        isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id == name
-        and not node.args
-    )
-
-
-def _side_effect_free(node: ast.expr) -> bool:
-    # The helpers are called with the response, a proto message class's Response() and a
-    # lambda picking the entities: nothing that reads the database or the request.
-    if isinstance(node, ast.Name | ast.Lambda | ast.Constant):
-        return True
-    return (
-        isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr == "Response"
-        and not node.args
     )
 
 

@@ -33,6 +33,7 @@ from werkzeug.datastructures import Authorization
 from mlflow_stack.auth.auth_db import AuthDatabase, AuthDatabaseUnavailable
 from mlflow_stack.auth.jwt_access import KeysUnavailable
 from mlflow_stack.auth.password_cache import VerifiedPasswords
+from mlflow_stack.auth.permissions_sql import GrantRow
 from mlflow_stack.auth.sso import LOGIN, is_browser_navigation, redirect_to
 from mlflow_stack.auth.sso_auth import authenticate_jwt, authenticate_session, single_sign_on
 from mlflow_stack.auth.token_format import ACTIVE, hash_token, looks_like_token, token_state, utcnow
@@ -110,8 +111,20 @@ def is_admin_of_this_request() -> bool | None:
     return memo[1] if memo is not None and memo[0] is current else None
 
 
-def _remember_admin(req: Request, is_admin: bool) -> None:
-    setattr(g, _ADMIN_ATTRIBUTE, (req, is_admin))
+def grants_of_this_request(username: str) -> tuple[GrantRow, ...] | None:
+    """The grants of `username` read with the credentials of this request (the same
+    statement); None where this request read none for that user."""
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    memo = getattr(g, _ADMIN_ATTRIBUTE, None)
+    if memo is None or memo[0] is not current or memo[2] != username:
+        return None
+    return memo[3]  # type: ignore[no-any-return]
+
+
+def _remember_admin(
+    req: Request, is_admin: bool, username: str | None = None, grants: tuple[GrantRow, ...] = ()
+) -> None:
+    setattr(g, _ADMIN_ATTRIBUTE, (req, is_admin, username, grants))
 
 
 def unauthenticated_response() -> Response:
@@ -200,7 +213,7 @@ def _authenticate_bearer(req: Request, token: str) -> Authorization | None:
     if token_state(stored.expires_at, stored.revoked_at, now) != ACTIVE:
         return None
     _database.record_token_use(stored, now)
-    _remember_admin(req, stored.is_admin)
+    _remember_admin(req, stored.is_admin, stored.username, stored.grants)
     # Acts as its owner: MLflow only reads .username from what we return. The token
     # itself is left out so it cannot end up in a log line through this object.
     # `_authenticate` also shows it as request.authorization: a few MLflow handlers (e.g. the
@@ -225,7 +238,7 @@ def _authenticate_basic(req: Request, credentials: Authorization | None) -> Auth
         internal = _database.stored_password(username)
         if internal is None:
             return None
-        _remember_admin(req, internal.is_admin)
+        _remember_admin(req, internal.is_admin, username, internal.grants)
         return credentials
 
     stored = _database.stored_password(username)
@@ -241,7 +254,7 @@ def _authenticate_basic(req: Request, credentials: Authorization | None) -> Auth
             username,
         )
         return None
-    _remember_admin(req, stored.is_admin)
+    _remember_admin(req, stored.is_admin, username, stored.grants)
     return credentials
 
 

@@ -1,4 +1,5 @@
-"""The fast path's two reads: a user's role grants in one statement, and a run's experiment.
+"""The fast path's reads: a user's role grants (read with the credentials, through
+``with_grants``, or alone in one statement), and a run's experiment.
 
 MLflow resolves a permission with ``store.get_user`` and ``store.list_grants``, each in its own
 session (pre-ping, BEGIN, SELECT, ROLLBACK), and learns a run's experiment by loading the whole
@@ -13,11 +14,18 @@ default permission is applied by the caller, from MLflow's own fold.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from mlflow_stack.auth.auth_db import AuthDatabase
+if TYPE_CHECKING:  # auth_db reads the grants with the credentials, through with_grants
+    from mlflow_stack.auth.auth_db import AuthDatabase
+
+# mlflow.utils.workspace_utils.DEFAULT_WORKSPACE_NAME (selfcheck compares them): the workspace
+# whose grants count while workspaces are off, the only case the fast path answers.
+DEFAULT_WORKSPACE = "default"
 
 _meta = sa.MetaData()
 # Read-only views of MLflow's tables (mlflow/server/auth/db/models.py, mlflow/store/db).
@@ -67,6 +75,30 @@ class GrantRow:
     permission: str
 
 
+def with_grants(query: sa.Select[Any], user_id: sa.ColumnElement[Any]) -> sa.Select[Any]:
+    """``query`` (over the users table) joined to that user's grants in the default workspace:
+    one row per grant, or one row of NULL grant columns without any. The hook reads a user's
+    credentials this way, so that a non-admin's permission check needs no statement of its own."""
+    return (
+        query.add_columns(_grants.c.resource_type, _grants.c.resource_pattern, _grants.c.permission)
+        .outerjoin(_assignments, _assignments.c.user_id == user_id)
+        .outerjoin(
+            _roles,
+            sa.and_(_roles.c.id == _assignments.c.role_id, _roles.c.workspace == DEFAULT_WORKSPACE),
+        )
+        .outerjoin(_grants, _grants.c.role_id == _roles.c.id)
+    )
+
+
+def grants_of(rows: Iterable[Any]) -> tuple[GrantRow, ...]:
+    """The grants among rows read through ``with_grants`` (or ``_SELECT_GRANTS``)."""
+    return tuple(
+        GrantRow(row.resource_type, row.resource_pattern, row.permission)
+        for row in rows
+        if row.resource_type is not None
+    )
+
+
 def user_grants(database: AuthDatabase, username: str, workspace: str) -> list[GrantRow] | None:
     """The user's grants in ``workspace`` (direct and through roles); None: no such user."""
     rows = database.run(
@@ -74,11 +106,7 @@ def user_grants(database: AuthDatabase, username: str, workspace: str) -> list[G
     )
     if not rows:
         return None
-    return [
-        GrantRow(row.resource_type, row.resource_pattern, row.permission)
-        for row in rows
-        if row.resource_type is not None
-    ]
+    return list(grants_of(rows))
 
 
 def run_experiment_id(database: AuthDatabase, run_id: str) -> str | None:

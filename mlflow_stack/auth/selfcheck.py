@@ -167,6 +167,7 @@ FINGERPRINTS: dict[str, str] = {
     "fastapi_app.add_gateway_timing_middleware": "8ddc5843da616e60",
     "workspace_helpers.resolve_workspace_for_request_if_enabled": "6a120d154ab0367e",
     "WORKSPACE_HEADER_NAME": "x-mlflow-workspace",
+    "DEFAULT_WORKSPACE_NAME": "default",  # permissions_sql.DEFAULT_WORKSPACE
 }
 
 
@@ -199,6 +200,10 @@ def current_fingerprints() -> dict[str, str]:
 
     # native_routes.py spells the header itself (it imports nothing of MLflow at import).
     found["WORKSPACE_HEADER_NAME"] = WORKSPACE_HEADER_NAME.lower()
+    from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
+
+    # The credential reads join the grants of this workspace (permissions_sql.with_grants).
+    found["DEFAULT_WORKSPACE_NAME"] = DEFAULT_WORKSPACE_NAME
     return found
 
 

@@ -25,8 +25,9 @@ from psycopg2 import sql
 
 from mlflow_stack.auth import tokens
 from mlflow_stack.auth.engine import HOOK_APPLICATION_NAME, create_auth_engine
-from mlflow_stack.auth.schema import TOKENS_TABLE_NAME, ensure_schema, users
+from mlflow_stack.auth.schema import TOKENS_TABLE_NAME, ensure_schema
 from mlflow_stack.auth.token_format import hash_token
+from tests.auth_tables import create_auth_tables
 from tests.stacks import expire_token, free_port
 from tests.throwaway_postgres import Postgres
 
@@ -385,7 +386,7 @@ def test_token_table_holds_no_plaintext_token(server, postgres):
 def test_ensure_schema_races_safely_on_postgres(postgres):
     postgres.create_database("race")
     setup = create_auth_engine(postgres.url("race"))
-    users.create(setup)
+    create_auth_tables(setup)
     setup.dispose()
 
     errors: list[BaseException] = []

@@ -15,13 +15,14 @@ from mlflow_stack.auth.schema import TOKENS_TABLE_NAME, access_tokens, ensure_sc
 from mlflow_stack.auth.token_format import EXPIRED, REVOKED, hash_token
 from mlflow_stack.auth.tokens import TokenError
 from mlflow_stack.errors import StackError
+from tests.auth_tables import create_auth_tables
 
 
 def _make_auth_db(path) -> str:
     """An auth database shaped like MLflow's as far as we depend on it: a users table."""
     url = f"sqlite:///{path}"
     engine = create_auth_engine(url)
-    users.create(engine)
+    create_auth_tables(engine)
     with engine.begin() as conn:
         conn.execute(
             users.insert(),

@@ -49,7 +49,11 @@ def test_entrypoint_without_a_path_is_an_error(monkeypatch):
         entrypoint.main(["mlflow"])
 
 
-def test_relay_carries_bytes_both_ways_and_exits_when_idle(capsys):
+def test_relay_carries_bytes_both_ways_and_exits_when_idle(capsys, monkeypatch):
+    # The relay looks for idleness once a second; a shorter look keeps the test under a second.
+    real_sleep = asyncio.sleep
+    monkeypatch.setattr(asyncio, "sleep", lambda seconds: real_sleep(min(seconds, 0.02)))
+
     async def scenario() -> bytes:
         async def upper_echo(reader, writer):
             writer.write((await reader.read(100)).upper())
@@ -61,7 +65,7 @@ def test_relay_carries_bytes_both_ways_and_exits_when_idle(capsys):
         with contextlib.closing(socket.socket()) as probe:
             probe.bind(("127.0.0.1", 0))
             listen_port = probe.getsockname()[1]
-        serving = asyncio.create_task(relay.serve(listen_port, "127.0.0.1", target_port, 0.5))
+        serving = asyncio.create_task(relay.serve(listen_port, "127.0.0.1", target_port, 0.2))
         for _ in range(50):
             if relay.READY_LINE in capsys.readouterr().out:
                 break

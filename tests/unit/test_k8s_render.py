@@ -32,7 +32,7 @@ def objects(profile):
     """Every rendered object by kind (kustomization.yaml included)."""
     found = {}
     for path in sorted(profile.layout.k8s_dir.glob("*.yaml")):
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
         found.setdefault(document["kind"], []).append(document)
     return {kind: docs[0] if len(docs) == 1 else docs for kind, docs in found.items()}
 

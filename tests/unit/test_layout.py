@@ -39,6 +39,8 @@ def spellings(text: str, names: set[str]) -> list[str]:
     found = []
     for name in sorted(names):
         first = name.split("/")[0]
+        if name not in text and f"{first}/" not in text:
+            continue  # the pattern below needs one of the two: skip the regex scan
         # "name", or f"{folder}/name"; and the first folder of a nested name: "local/…
         literal = rf"""(?:["']|}}/){re.escape(name)}["']|(?:["']|}}/){re.escape(first)}/"""
         if re.search(literal, text):

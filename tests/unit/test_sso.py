@@ -19,6 +19,7 @@ from mlflow_stack.auth.oidc_config import OidcConfig
 from mlflow_stack.auth.schema import users
 from mlflow_stack.auth.sso_store import SsoStore
 from mlflow_stack.auth.token_format import utcnow
+from tests.auth_tables import create_auth_tables
 
 ISSUER = "http://127.0.0.1:5480"
 CONFIG = OidcConfig(
@@ -69,7 +70,7 @@ class FakeProvider:
 @pytest.fixture
 def store(tmp_path) -> SsoStore:
     database = AuthDatabase(f"sqlite:///{tmp_path / 'auth.db'}")
-    users.create(database.engine())
+    create_auth_tables(database.engine())
     with database.engine().begin() as conn:
         conn.execute(users.insert().values(username="admin", password_hash="x", is_admin=True))
         conn.execute(users.insert().values(username="alice", password_hash="x", is_admin=False))
@@ -216,7 +217,12 @@ def test_with_passwords_off_only_the_profiles_admin_keeps_one(app, store, monkey
 
     with store._database.engine().begin() as conn:
         conn.execute(
-            users.update().values(password_hash=generate_password_hash("pw-of-everyone-1"))
+            users.update().values(
+                # A cheap method: what is checked here is who may use a password at all.
+                password_hash=generate_password_hash(
+                    "pw-of-everyone-1", method="pbkdf2:sha256:1000"
+                )
+            )
         )
     config = OidcConfig(**{**CONFIG.__dict__, "passwords": False})
     context = sso_auth.SingleSignOn(config, FakeProvider(), store)  # type: ignore[arg-type]
