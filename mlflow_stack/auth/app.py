@@ -6,7 +6,8 @@ What it adds around MLflow's own checks, each in a module of its own:
 - `sso`: the single sign-on routes (/oidc/…), and users/current answered so the UI shows Logout;
 - `fastpath` and `native_routes`: MLflow's own permission decisions, made with fewer database
   round trips (same answers, tests/differential);
-- `audit_requests`: one audit line per change and per failed authentication;
+- `audit_requests`: one audit line per change and per failed authentication (and
+  `audit_native` for the requests FastAPI answers itself);
 - `transport`: HSTS and Secure cookies over HTTPS;
 - `selfcheck`: refuses to start on MLflow internals other than the reviewed ones.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from mlflow_stack.auth import (
+    audit_native,
     audit_requests,
     fastpath,
     features,
@@ -63,10 +65,13 @@ def create_app(app: Flask | None = None) -> Any:
     flask_app.before_request(_before_mlflow)
     with _one_worker_at_a_time():
         served = create_basic_auth_app(flask_app)
-    audit_requests.install(flask_app)
+    audit_log = audit_requests.install(flask_app)
     fastpath.install(flask_app)
     native_routes.install(served)
-    return transport.install(features.guard_jobs_route(served))
+    outermost: Any = features.guard_jobs_route(served)
+    if audit_log is not None and hasattr(served, "routes"):  # FastAPI (uvicorn), not bare Flask
+        outermost = audit_native.NativeRouteAudit(outermost, served, audit_log)
+    return transport.install(outermost)
 
 
 def _before_mlflow() -> Response | None:

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,12 @@ RESOURCE_FIELDS = (
     "scorer_name",
 )
 _MAX_FIELD_CHARS = 256
+# Who the hook authenticated a request as ({"user", "auth", "token_id"}): a holder that
+# audit_native's middleware sets for each request, and the hook fills from whichever thread
+# it runs in (a copied context still holds the same dict).
+REQUEST_IDENTITY: ContextVar[dict[str, Any] | None] = ContextVar(
+    "mlflow_stack_request_identity", default=None
+)
 
 
 def is_state_changing(method: str, path: str) -> bool:

@@ -45,22 +45,25 @@ def install(app: Flask, settings: audit.Settings | None = None) -> audit.AuditFi
 def record_for(response: Response) -> dict[str, Any] | None:
     """The audit record of this request, or None when it is neither a change nor a failed
     authentication."""
+    # The objects behind Flask's proxies, once: each proxied attribute costs a lookup.
+    req = request._get_current_object()  # type: ignore[attr-defined]
     status = response.status_code
-    if status != 401 and not audit.is_state_changing(request.method, request.path):
+    method, path = req.method, req.path
+    if status != 401 and not audit.is_state_changing(method, path):
         return None
     began = getattr(g, _STARTED_ATTRIBUTE, None)
     record: dict[str, Any] = {
         "ts": audit.now_iso(),
         "user": None,
         "auth": hook.method_of_this_request(),
-        "method": request.method,
-        "route": request.path,
+        "method": method,
+        "route": path,
         "status": status,
         "outcome": audit.outcome_of(status),
-        "client": request.remote_addr,
+        "client": req.remote_addr,
         "duration_ms": round((time.perf_counter() - began) * 1000, 2) if began else None,
     }
-    authorization = request.authorization
+    authorization = req.authorization
     if status != 401 and authorization is not None:
         record["user"] = authorization.get("username")
         token_id = authorization.get("token_id")
@@ -68,8 +71,8 @@ def record_for(response: Response) -> dict[str, Any] | None:
             record["token_id"] = token_id
     else:
         record.update(_attempted())
-    body = request.get_json(silent=True) if request.is_json else None
-    record.update(audit.resource_ids(body, request.args))
+    body = req.get_json(silent=True) if req.is_json else None
+    record.update(audit.resource_ids(body, req.args))
     return record
 
 

@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 from flask import Request, Response, g, make_response, request
 from werkzeug.datastructures import Authorization
 
+from mlflow_stack.auth.audit import REQUEST_IDENTITY
 from mlflow_stack.auth.auth_db import AuthDatabase, AuthDatabaseUnavailable
 from mlflow_stack.auth.jwt_access import KeysUnavailable
 from mlflow_stack.auth.password_cache import VerifiedPasswords
@@ -140,6 +141,13 @@ def _authenticate(req: Request) -> Authorization | None:
     method, authorization = _identify(req)
     if authorization is not None:
         setattr(g, _METHOD_ATTRIBUTE, method)
+        identity = REQUEST_IDENTITY.get()
+        if identity is not None:  # a request FastAPI may answer itself: audit_native's
+            identity.update(
+                user=authorization.username,
+                auth=method,
+                token_id=authorization.get("token_id"),
+            )
         # MLflow reads the user from request.authorization too, which Werkzeug parses as
         # UTF-8 basic auth only (None for a Latin-1 password, a session or a bearer token).
         req.authorization = authorization

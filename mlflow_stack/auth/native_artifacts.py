@@ -54,6 +54,8 @@ def _decide(scope: dict[str, Any]) -> Any:
         if not isinstance(authorization, Authorization) or not authorization.username:
             return None
         is_admin = hook.is_admin_of_this_request()
+        # Read with the credentials, in the same statement (None: not read, e.g. SSO).
+        read_grants = hook.grants_of_this_request(authorization.username)
     if is_admin is None:
         return None
     if is_admin:
@@ -67,8 +69,12 @@ def _decide(scope: dict[str, Any]) -> Any:
         return _denied()
     if child is None:
         return None
-    grants = permissions_sql.user_grants(
-        hook.database(), authorization.username, auth.DEFAULT_WORKSPACE_NAME
+    grants = (
+        list(read_grants)
+        if read_grants is not None
+        else permissions_sql.user_grants(
+            hook.database(), authorization.username, auth.DEFAULT_WORKSPACE_NAME
+        )
     )
     if grants is None:
         return None

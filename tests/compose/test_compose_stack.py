@@ -110,8 +110,8 @@ def demo(compose_images, tmp_path_factory):
         "demo",
         MLFLOW_STACK_ADMIN_PASSWORD=HOSTILE_ADMIN_PASSWORD,
         MLFLOW_STACK_DB_PASSWORD=HOSTILE_DB_PASSWORD,
-        # HTTPS through the container: the certificate and key reach its private tmpfs.
-        MLFLOW_STACK_TLS="self-signed",
+        # No tls override: demo defaults to HTTPS, through the container (the certificate and
+        # key reach its private tmpfs).
     )
     try:
         stack.invoke("up", "--runtime", "docker", timeout=1200)
@@ -168,6 +168,47 @@ def test_demo_serves_verified_https_and_the_sdk_logs_over_it(demo):
     )
     assert health.status_code == 200
     assert health.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_the_audit_log_on_compose_has_changes_and_failed_logins_and_no_secret(demo):
+    env = demo.client_env()
+    url, ca = env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_SERVER_CERT_PATH"]
+    name = f"compose-audited-{uuid.uuid4().hex[:8]}"
+    wrong = f"wrong-{uuid.uuid4().hex[:12]}"
+    created = requests.post(
+        f"{url}/api/2.0/mlflow/experiments/create",
+        json={"name": name},
+        auth=("admin", HOSTILE_ADMIN_PASSWORD),
+        verify=ca,
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    refused = requests.post(
+        f"{url}/api/2.0/mlflow/experiments/create",
+        json={"name": f"{name}-refused"},
+        auth=("admin", wrong),
+        verify=ca,
+        timeout=30,
+    )
+    assert refused.status_code == 401
+    printed = demo.invoke("audit", "--json").stdout
+    records = [json.loads(line) for line in printed.splitlines() if line.strip()]
+    made = [r for r in records if r.get("name") == name]
+    assert len(made) == 1 and made[0]["user"] == "admin" and made[0]["outcome"] == "ok", made
+    failed = [r for r in records if r.get("name") == f"{name}-refused"]
+    assert len(failed) == 1 and failed[0]["outcome"] == "unauthenticated", failed
+    assert failed[0]["user"] == "admin" and failed[0]["auth"] == "password"
+    assert [r["name"] for r in demo_audit(demo, "--failed") if r.get("name", "").startswith(name)]
+    # The same lines go to the container's log stream; no password in either.
+    logs = demo.invoke("logs", "--service", "mlflow", "--tail", "5000").stdout
+    assert name in logs
+    for secret in (HOSTILE_ADMIN_PASSWORD, HOSTILE_DB_PASSWORD, wrong):
+        assert secret not in printed and secret not in logs
+
+
+def demo_audit(stack: Stack, *flags: str) -> list[dict]:
+    printed = stack.invoke("audit", "--json", *flags).stdout
+    return [json.loads(line) for line in printed.splitlines() if line.strip()]
 
 
 def test_hostile_passwords_log_in_through_the_containers(demo):

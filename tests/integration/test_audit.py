@@ -113,3 +113,30 @@ def test_the_log_survives_a_restart_and_a_kill_of_the_server(demo):
     call(demo, f"{EXPERIMENTS}/create", admin, {"name": "after-kill"})
     names = [r.get("name") for r in audit(demo) if r["route"].endswith("experiments/create")]
     assert {"before-restart", "before-kill", "after-kill"} <= set(names)
+
+
+def test_changes_fastapi_serves_itself_are_audited_too(demo):
+    """Artifact uploads (and OTLP traces, jobs, the gateway) never reach Flask: audit_native."""
+    env = demo.client_env()
+    admin = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    created = call(demo, f"{EXPERIMENTS}/create", admin, {"name": "native-audited"})
+    experiment_id = created.json()["experiment_id"]
+    run = call(demo, "/api/2.0/mlflow/runs/create", admin, {"experiment_id": experiment_id})
+    run_id = run.json()["run"]["info"]["run_id"]
+    route = f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/native.txt"
+    uploads = {}
+    for label, auth in (("ok", admin), ("refused", (admin[0], "not-the-password-2"))):
+        uploads[label] = requests.put(
+            url(demo) + route, data=b"bytes\n", auth=auth, verify=demo.verify, timeout=30
+        )
+    assert uploads["ok"].status_code == 200, uploads["ok"].text
+    assert uploads["refused"].status_code == 401
+    lines = [r for r in audit(demo) if r["route"] == route]
+    assert [(r["method"], r["user"], r["auth"], r["outcome"]) for r in lines] == [
+        ("PUT", admin[0], "password", "ok"),
+        ("PUT", admin[0], "password", "unauthenticated"),
+    ]
+    # A download is a read: no line.
+    got = requests.get(url(demo) + route, auth=admin, verify=demo.verify, timeout=30)
+    assert got.content == b"bytes\n"
+    assert len([r for r in audit(demo) if r["route"] == route]) == 2
