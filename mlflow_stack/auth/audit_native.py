@@ -104,13 +104,17 @@ def record_of(
 
 
 def claimed(scope: Scope) -> dict[str, Any]:
-    """Who a refused request claimed to be (a basic-auth username), and by which method."""
+    """Who a refused ASGI request claimed to be, from its credentials header."""
+    headers = dict(scope.get("headers") or [])
+    header = headers.get(b"x-mlflow-authorization") or headers.get(b"authorization") or b""
+    return claimed_identity(header.decode("latin-1"))
+
+
+def claimed_identity(header: str) -> dict[str, Any]:
+    """Who an Authorization header claims to be (a basic-auth username) and by which method,
+    without what it proves it with (shared with audit_requests, Flask's side)."""
     from mlflow_stack.auth import hook
 
-    headers = dict(scope.get("headers") or [])
-    header = (
-        headers.get(b"x-mlflow-authorization") or headers.get(b"authorization") or b""
-    ).decode("latin-1")
     scheme, _, value = header.partition(" ")
     scheme = scheme.lower()
     if scheme == "basic":

@@ -14,8 +14,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from mlflow_stack.auth import audit, hook
-from mlflow_stack.auth.token_format import looks_like_token
+from mlflow_stack.auth import audit, audit_native, hook
 
 _STARTED_ATTRIBUTE = "_mlflow_stack_audit_started"
 
@@ -78,12 +77,4 @@ def record_for(response: Response) -> dict[str, Any] | None:
 
 def _attempted() -> dict[str, Any]:
     """Who a refused request claimed to be, without what it proved it with."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    scheme = scheme.lower()
-    if scheme == "basic":
-        offered = hook.basic_credentials(value.strip())
-        return {"auth": hook.METHOD_PASSWORD, "user": offered.username if offered else None}
-    if scheme == "bearer":
-        return {"auth": hook.METHOD_TOKEN if looks_like_token(value.strip()) else hook.METHOD_JWT}
-    return {"auth": None}
+    return audit_native.claimed_identity(request.headers.get("Authorization", ""))
