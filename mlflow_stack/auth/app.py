@@ -68,10 +68,11 @@ def create_app(app: Flask | None = None) -> Any:
     audit_log = audit_requests.install(flask_app)
     fastpath.install(flask_app)
     native_routes.install(served)
-    outermost: Any = features.guard_jobs_route(served)
-    if audit_log is not None and hasattr(served, "routes"):  # FastAPI (uvicorn), not bare Flask
-        outermost = audit_native.NativeRouteAudit(outermost, served, audit_log)
-    return transport.install(outermost)
+    served = features.guard_jobs_route(served)
+    if audit_log is not None and hasattr(served, "add_middleware"):  # FastAPI (uvicorn)
+        # A middleware of the FastAPI app, not a wrapper: the app uvicorn gets stays FastAPI.
+        served.add_middleware(audit_native.NativeRouteAudit, fastapi_app=served, log=audit_log)
+    return transport.install(served)
 
 
 def _before_mlflow() -> Response | None:
