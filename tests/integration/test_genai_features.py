@@ -51,7 +51,9 @@ def bob(stack) -> tuple[str, str]:
 
 
 def call(stack: Stack, auth, method: str, path: str, body: dict | None = None):
-    return requests.request(method, url(stack) + path, json=body, auth=auth, timeout=60)
+    # 120 s: with the job runner on, its consumers start beside the server, and on a loaded
+    # two-core machine a first gateway call once took over 60 s.
+    return requests.request(method, url(stack) + path, json=body, auth=auth, timeout=120)
 
 
 def mlflow_log(stack: Stack) -> str:
