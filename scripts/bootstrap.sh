@@ -9,7 +9,10 @@ if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; the
   echo "bootstrap: .venv is up to date with requirements.lock"
   exit 0
 fi
-[ -x .venv/bin/python ] || "$python" -m venv .venv
+# A .venv left without pip (a bootstrap interrupted while creating it) is made again.
+if ! { [ -x .venv/bin/python ] && .venv/bin/python -m pip --version >/dev/null 2>&1; }; then
+  "$python" -m venv --clear .venv
+fi
 echo "bootstrap: installing requirements.lock into .venv"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
