@@ -163,10 +163,12 @@ class FastPath:
 
     def _grants(self, username: str) -> list[permissions_sql.GrantRow] | None:
         # Usually read with the credentials (the hook's statement): no round trip here.
-        read = hook.grants_of_this_request(username)
-        if read is not None:
-            return list(read)
-        return permissions_sql.user_grants(self.database, username, self.m.DEFAULT_WORKSPACE_NAME)
+        return permissions_sql.user_grants(
+            self.database,
+            username,
+            self.m.DEFAULT_WORKSPACE_NAME,
+            hook.grants_of_this_request(username),
+        )
 
     def _names_logged_models(self, kind: str) -> bool:
         m = self.m

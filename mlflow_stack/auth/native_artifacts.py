@@ -69,12 +69,8 @@ def _decide(scope: dict[str, Any]) -> Any:
         return _denied()
     if child is None:
         return None
-    grants = (
-        list(read_grants)
-        if read_grants is not None
-        else permissions_sql.user_grants(
-            hook.database(), authorization.username, auth.DEFAULT_WORKSPACE_NAME
-        )
+    grants = permissions_sql.user_grants(
+        hook.database(), authorization.username, auth.DEFAULT_WORKSPACE_NAME, read_grants
     )
     if grants is None:
         return None

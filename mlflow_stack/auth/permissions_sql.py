@@ -99,8 +99,17 @@ def grants_of(rows: Iterable[Any]) -> tuple[GrantRow, ...]:
     )
 
 
-def user_grants(database: AuthDatabase, username: str, workspace: str) -> list[GrantRow] | None:
-    """The user's grants in ``workspace`` (direct and through roles); None: no such user."""
+def user_grants(
+    database: AuthDatabase,
+    username: str,
+    workspace: str,
+    read: tuple[GrantRow, ...] | None = None,
+) -> list[GrantRow] | None:
+    """The user's grants in ``workspace`` (direct and through roles); None: no such user.
+    ``read``: the grants this request's credential read already brought
+    (``hook.grants_of_this_request``), taken instead of a statement."""
+    if read is not None:
+        return list(read)
     rows = database.run(
         lambda c: c.execute(_SELECT_GRANTS, {"username": username, "ws": workspace}).all()
     )
