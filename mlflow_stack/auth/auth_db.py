@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from mlflow_stack.auth import permissions_sql, schema
 from mlflow_stack.auth.engine import create_auth_engine
+from mlflow_stack.auth.prepared import PreparedSelect
 from mlflow_stack.auth.schema import access_tokens, users
 from mlflow_stack.auth.token_format import as_utc
 
@@ -38,20 +39,26 @@ SCHEMA_RETRY_SECONDS = 30.0
 
 # Both credential reads bring the user's grants along (permissions_sql.with_grants): a row per
 # grant, the credential columns repeated; a non-admin's permission check then reads nothing more.
-_SELECT_PASSWORD = permissions_sql.with_grants(
-    sa.select(users.c.password_hash, users.c.is_admin).select_from(users), users.c.id
-).where(users.c.username == sa.bindparam("username"))
-_SELECT_TOKEN = permissions_sql.with_grants(
-    sa.select(
-        access_tokens.c.id,
-        users.c.username,
-        access_tokens.c.expires_at,
-        access_tokens.c.revoked_at,
-        access_tokens.c.last_used_at,
-        users.c.is_admin,
-    ).join(users, users.c.id == access_tokens.c.user_id),
-    users.c.id,
-).where(access_tokens.c.token_hash == sa.bindparam("token_hash"))
+_SELECT_PASSWORD = PreparedSelect(
+    "mlflow_stack_password",
+    permissions_sql.with_grants(
+        sa.select(users.c.password_hash, users.c.is_admin).select_from(users), users.c.id
+    ).where(users.c.username == sa.bindparam("username")),
+)
+_SELECT_TOKEN = PreparedSelect(
+    "mlflow_stack_token",
+    permissions_sql.with_grants(
+        sa.select(
+            access_tokens.c.id,
+            users.c.username,
+            access_tokens.c.expires_at,
+            access_tokens.c.revoked_at,
+            access_tokens.c.last_used_at,
+            users.c.is_admin,
+        ).join(users, users.c.id == access_tokens.c.user_id),
+        users.c.id,
+    ).where(access_tokens.c.token_hash == sa.bindparam("token_hash")),
+)
 _TOUCH_TOKEN = (
     access_tokens.update()
     .where(
@@ -107,7 +114,7 @@ class AuthDatabase:
     # --- reads on the request path ---------------------------------------------------
 
     def stored_password(self, username: str) -> StoredPassword | None:
-        rows = self.run(lambda c: c.execute(_SELECT_PASSWORD, {"username": username}).all())
+        rows = self.run(lambda c: _SELECT_PASSWORD.execute(c, {"username": username}).all())
         if not rows:
             return None
         first = rows[0]
@@ -118,7 +125,7 @@ class AuthDatabase:
     def stored_token(self, token_hash: str) -> StoredToken | None:
         if not self.tables_ready():
             return None
-        rows = self.run(lambda c: c.execute(_SELECT_TOKEN, {"token_hash": token_hash}).all())
+        rows = self.run(lambda c: _SELECT_TOKEN.execute(c, {"token_hash": token_hash}).all())
         if not rows:
             return None
         row = rows[0]

@@ -25,6 +25,8 @@ import binascii
 import logging
 import os
 import secrets
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Request, Response, g, make_response, request
@@ -36,7 +38,12 @@ from mlflow_stack.auth.jwt_access import KeysUnavailable
 from mlflow_stack.auth.password_cache import VerifiedPasswords
 from mlflow_stack.auth.permissions_sql import GrantRow
 from mlflow_stack.auth.sso import LOGIN, is_browser_navigation, redirect_to
-from mlflow_stack.auth.sso_auth import authenticate_jwt, authenticate_session, single_sign_on
+from mlflow_stack.auth.sso_auth import (
+    SingleSignOn,
+    authenticate_jwt,
+    authenticate_session,
+    single_sign_on,
+)
 from mlflow_stack.auth.token_format import ACTIVE, hash_token, looks_like_token, token_state, utcnow
 
 _logger = logging.getLogger(__name__)
@@ -122,10 +129,50 @@ def grants_of_this_request(username: str) -> tuple[GrantRow, ...] | None:
     return memo[3]  # type: ignore[no-any-return]
 
 
+class HeaderRequest:
+    """What basic and bearer authentication read of a request (its path and headers), for a
+    caller outside any Flask request: the native artifact routes, which otherwise build a
+    synthetic Flask request only to authenticate (MLflow's bridge does)."""
+
+    def __init__(self, path: str, headers: Mapping[str, str]) -> None:
+        self.path = path
+        self.headers = {name.lower(): value for name, value in headers.items()}
+        self.remembered: tuple[Any, bool, str | None, tuple[GrantRow, ...]] | None = None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+def authenticate_headers(path: str, headers: Mapping[str, str]) -> HeaderRequest | None:
+    """Basic or bearer authentication of a request given by path and headers, as
+    ``authenticate`` decides it; None where it is not theirs to decide (single sign-on,
+    whose sessions and JWTs take MLflow's way) or nobody was authenticated. The result's
+    ``remembered`` holds (request, is_admin, username, grants). An unavailable database
+    raises MLflow's 503 exception, as in a Flask request."""
+    if single_sign_on(_database) is not None:
+        return None
+    req = HeaderRequest(path, headers)
+    try:
+        method, authorization = _identify_credentials(req, None)
+    except AuthDatabaseUnavailable as exc:
+        raise _unavailable(exc) from None
+    if authorization is None or req.remembered is None:
+        return None
+    _note_identity(authorization, method)
+    return req
+
+
 def _remember_admin(
-    req: Request, is_admin: bool, username: str | None = None, grants: tuple[GrantRow, ...] = ()
+    req: Request | HeaderRequest,
+    is_admin: bool,
+    username: str | None = None,
+    grants: tuple[GrantRow, ...] = (),
 ) -> None:
-    setattr(g, _ADMIN_ATTRIBUTE, (req, is_admin, username, grants))
+    facts = (req, is_admin, username, grants)
+    if isinstance(req, HeaderRequest):
+        req.remembered = facts
+    else:
+        setattr(g, _ADMIN_ATTRIBUTE, facts)
 
 
 def unauthenticated_response() -> Response:
@@ -141,48 +188,58 @@ def _authenticate(req: Request) -> Authorization | None:
     method, authorization = _identify(req)
     if authorization is not None:
         setattr(g, _METHOD_ATTRIBUTE, method)
-        identity = REQUEST_IDENTITY.get()
-        if identity is not None:  # a request FastAPI may answer itself: audit_native's
-            identity.update(
-                user=authorization.username,
-                auth=method,
-                token_id=authorization.get("token_id"),
-            )
+        _note_identity(authorization, method)
         # MLflow reads the user from request.authorization too, which Werkzeug parses as
         # UTF-8 basic auth only (None for a Latin-1 password, a session or a bearer token).
         req.authorization = authorization
     return authorization
 
 
+def _note_identity(authorization: Authorization, method: str) -> None:
+    identity = REQUEST_IDENTITY.get()
+    if identity is not None:  # a request FastAPI may answer itself: audit_native's
+        identity.update(
+            user=authorization.username, auth=method, token_id=authorization.get("token_id")
+        )
+
+
 def _identify(req: Request) -> tuple[str, Authorization | None]:
-    header = _credentials_header(req)
     sso = single_sign_on(_database)
-    scheme, _, rest = (header or "").partition(" ")
-    scheme = scheme.lower()
     try:
-        if not header:
-            if sso is None:
-                return METHOD_SESSION, None
+        if sso is not None and not _credentials_header(req):
             return METHOD_SESSION, authenticate_session(req, sso)
-        if scheme == "bearer":
-            token = rest.strip(" \t")
-            if sso is not None and not looks_like_token(token):
-                return METHOD_JWT, authenticate_jwt(token, sso)
-            return METHOD_TOKEN, _authenticate_bearer(req, token)
-        if scheme == "basic":
-            credentials = basic_credentials(rest)
-            if (
-                sso is not None
-                and not sso.config.passwords
-                and not _may_use_password(credentials, sso.config.profile_admin)
-            ):
-                return METHOD_PASSWORD, None
-            return METHOD_PASSWORD, _authenticate_basic(req, credentials)
-        return METHOD_PASSWORD, None
+        return _identify_credentials(req, sso)
     except AuthDatabaseUnavailable as exc:
         raise _unavailable(exc) from None
     except KeysUnavailable as exc:
         raise _unavailable(AuthDatabaseUnavailable(f"OpenID Provider: {exc}")) from None
+
+
+def _identify_credentials(
+    req: Request | HeaderRequest, sso: SingleSignOn | None
+) -> tuple[str, Authorization | None]:
+    """The Authorization header's credentials (basic, the project's tokens, with single
+    sign-on the provider's JWTs); raises AuthDatabaseUnavailable and KeysUnavailable."""
+    header = _credentials_header(req)
+    scheme, _, rest = (header or "").partition(" ")
+    scheme = scheme.lower()
+    if not header:
+        return METHOD_SESSION, None
+    if scheme == "bearer":
+        token = rest.strip(" \t")
+        if sso is not None and not looks_like_token(token):
+            return METHOD_JWT, authenticate_jwt(token, sso)
+        return METHOD_TOKEN, _authenticate_bearer(req, token)
+    if scheme == "basic":
+        credentials = basic_credentials(rest)
+        if (
+            sso is not None
+            and not sso.config.passwords
+            and not _may_use_password(credentials, sso.config.profile_admin)
+        ):
+            return METHOD_PASSWORD, None
+        return METHOD_PASSWORD, _authenticate_basic(req, credentials)
+    return METHOD_PASSWORD, None
 
 
 def _may_use_password(credentials: Authorization | None, profile_admin: str) -> bool:
@@ -211,7 +268,7 @@ def basic_credentials(encoded: str) -> Authorization | None:
     return Authorization("basic", {"username": username, "password": password})
 
 
-def _authenticate_bearer(req: Request, token: str) -> Authorization | None:
+def _authenticate_bearer(req: Request | HeaderRequest, token: str) -> Authorization | None:
     if not looks_like_token(token):
         return None  # not one of ours: no database round trip for junk
     stored = _database.stored_token(hash_token(token))
@@ -233,7 +290,9 @@ def _authenticate_bearer(req: Request, token: str) -> Authorization | None:
     return authorization
 
 
-def _authenticate_basic(req: Request, credentials: Authorization | None) -> Authorization | None:
+def _authenticate_basic(
+    req: Request | HeaderRequest, credentials: Authorization | None
+) -> Authorization | None:
     """Same decisions as MLflow's ``authenticate_request_basic_auth`` (and, on gateway
     routes, its FastAPI ``_authenticate_fastapi_request``), minus the repeated hash cost."""
     if credentials is None or credentials.username is None or credentials.password is None:
@@ -266,15 +325,16 @@ def _authenticate_basic(req: Request, credentials: Authorization | None) -> Auth
     return credentials
 
 
-def _credentials_header(req: Request) -> str | None:
+def _credentials_header(req: Request | HeaderRequest) -> str | None:
     # On gateway routes a coding agent's own provider key occupies Authorization, so
     # MLflow credentials travel in X-MLflow-Authorization there (as in MLflow's own
     # FastAPI authentication); an empty one does not shadow Authorization.
+    get = req.header if isinstance(req, HeaderRequest) else req.headers.get
     if _is_gateway_path(req.path):
-        header = req.headers.get(_GATEWAY_AUTH_HEADER)
+        header = get(_GATEWAY_AUTH_HEADER)
         if header:
             return header
-    return req.headers.get("Authorization")
+    return get("Authorization")
 
 
 def _is_gateway_path(path: str) -> bool:
@@ -284,7 +344,7 @@ def _is_gateway_path(path: str) -> bool:
     return path.startswith(_GATEWAY_PATH_PREFIX)
 
 
-def _is_internal_gateway_call(req: Request, password: str) -> bool:
+def _is_internal_gateway_call(req: Request | HeaderRequest, password: str) -> bool:
     internal_token = os.environ.get(_INTERNAL_GATEWAY_TOKEN_ENV)
     if not internal_token or not _is_gateway_path(req.path):
         return False

@@ -452,3 +452,8 @@ def test_native_artifacts_are_decided_by_the_fast_path(world: World, native_pair
     assert native_artifacts.decide(_asgi_scope("GET", path, "role-READ-none")) == "forward"
     refused = native_artifacts.decide(_asgi_scope("GET", path, "role-DENY-none"))
     assert refused is not None and refused.status_code == 403
+    # Who is refused (or not ours to answer) is left to MLflow, whose 401 is the hook's.
+    wrong = _asgi_scope("GET", path, "admin")
+    wrong["headers"] = [(b"authorization", b"Basic " + base64.b64encode(b"admin:wrong"))]
+    assert native_artifacts.decide(wrong) is None
+    assert native_artifacts.decide(dict(wrong, headers=[])) is None

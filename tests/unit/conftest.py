@@ -15,8 +15,10 @@ import pytest
 # the old ones (here and once collected), leave it under a second; garbage is still collected.
 gc.set_threshold(50_000, 20, 100)
 
-# MLflow's import asks `uname -p` (platform.platform, for its telemetry): let it, once, here,
-# before the guard below is in place.
+# Two imports start a program, once: MLflow's asks `uname -p` (platform.platform, for its
+# telemetry), and matplotlib's (the bench's chart) runs `fc-list` to build its font cache where
+# fontconfig is installed and no cache exists yet. Let them, here, before the guard below.
+import matplotlib.font_manager  # noqa: E402, F401
 import mlflow.exceptions  # noqa: E402, F401
 
 gc.freeze()

@@ -1,0 +1,85 @@
+"""The hook's per-request reads as PostgreSQL prepared statements, planned once per connection.
+
+PostgreSQL plans a statement sent as text every time. The credential read joins four tables
+(users, role assignments, roles, grants) and its planning costs about as much as running it:
+on a loopback connection the read took 0.73-0.83 ms as text and 0.49-0.50 ms as EXECUTE of a
+statement prepared on that connection (1,000 reads each, one process, the dev stack). A
+statement is PREPAREd on a pooled connection the first time it is used there; the pool clears
+what it knows about a connection when it replaces it, so a new connection prepares again.
+
+A connection pooler in transaction mode (PgBouncer) hands each statement to any server
+connection, where the prepared statement may be missing or already exist: the first such
+error turns preparing off for the process (a warning says so) and that request, like every
+later one, runs the statement as text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import sqlalchemy as sa
+
+_logger = logging.getLogger(__name__)
+
+# The connection's info key: the names of the statements prepared on it.
+_INFO_KEY = "mlflow_stack_prepared"
+# SQLSTATEs of a prepared statement that is not where it was made: invalid_sql_statement_name
+# (26000, missing) and duplicate_prepared_statement (42P05, already there).
+_POOLER_SQLSTATES = frozenset({"26000", "42P05"})
+
+
+class PreparedSelect:
+    """``select`` with named bind parameters; ``execute`` runs it as EXECUTE on PostgreSQL
+    (preparing it on the connection first if needed) and as itself elsewhere."""
+
+    enabled = True  # process-wide: False once a pooler was detected
+
+    def __init__(self, name: str, select: sa.Select[Any]) -> None:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ValueError(f"not a plain SQL name: {name!r}")
+        self.name = name
+        self.select = select
+        self._prepare_sql: str | None = None
+        self._constants: dict[str, Any] = {}
+        self._parameters: list[str] = []
+        self._execute: Any = None
+
+    def execute(self, connection: sa.Connection, parameters: dict[str, Any]) -> sa.Result[Any]:
+        if connection.dialect.name != "postgresql" or not PreparedSelect.enabled:
+            return connection.execute(self.select, parameters)
+        prepared = connection.connection.info.setdefault(_INFO_KEY, set())
+        try:
+            if self.name not in prepared:
+                connection.exec_driver_sql(self._prepare_text(connection), self._constants)
+                prepared.add(self.name)
+            return connection.execute(self._execute, parameters)
+        except sa.exc.DBAPIError as exc:
+            if getattr(exc.orig, "pgcode", None) not in _POOLER_SQLSTATES:
+                raise
+            PreparedSelect.enabled = False
+            _logger.warning(
+                "prepared statements do not stay on their connection (a pooler in transaction "
+                "mode?); the auth lookups run unprepared from now on: %s",
+                str(exc.orig).strip().splitlines()[0],
+            )
+            return connection.execute(self.select, parameters)
+
+    def _prepare_text(self, connection: sa.Connection) -> str:
+        if self._prepare_sql is None:
+            compiled = self.select.compile(dialect=connection.dialect)
+            runtime = [name for name, value in compiled.params.items() if value is None]
+            self._parameters = runtime
+            self._constants = {k: v for k, v in compiled.params.items() if k not in runtime}
+            text = compiled.string
+            for position, name in enumerate(runtime, start=1):
+                # The driver's pyformat placeholder becomes PREPARE's positional one; the
+                # constants stay placeholders that exec_driver_sql fills in.
+                text = text.replace(f"%({name})s", f"${position}")
+            self._prepare_sql = f"PREPARE {self.name} AS {text}"
+            arguments = ", ".join(f":{name}" for name in runtime)
+            self._execute = sa.text(f"EXECUTE {self.name}({arguments})").columns(
+                *self.select.selected_columns
+            )
+        return self._prepare_sql
