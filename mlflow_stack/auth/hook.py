@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Request, Response, g, make_response, request
-from werkzeug.datastructures import Authorization
+from werkzeug.datastructures import Authorization, Headers
 
 from mlflow_stack.auth.audit import REQUEST_IDENTITY
 from mlflow_stack.auth.auth_db import AuthDatabase, AuthDatabaseUnavailable
@@ -136,19 +136,18 @@ class HeaderRequest:
 
     def __init__(self, path: str, headers: Mapping[str, str]) -> None:
         self.path = path
-        self.headers = {name.lower(): value for name, value in headers.items()}
+        self.headers = Headers(headers)  # case-insensitive, as a Flask request's
         self.remembered: tuple[Any, bool, str | None, tuple[GrantRow, ...]] | None = None
 
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
 
-
-def authenticate_headers(path: str, headers: Mapping[str, str]) -> HeaderRequest | None:
+def authenticate_headers(
+    path: str, headers: Mapping[str, str]
+) -> tuple[bool, str, tuple[GrantRow, ...]] | None:
     """Basic or bearer authentication of a request given by path and headers, as
-    ``authenticate`` decides it; None where it is not theirs to decide (single sign-on,
-    whose sessions and JWTs take MLflow's way) or nobody was authenticated. The result's
-    ``remembered`` holds (request, is_admin, username, grants). An unavailable database
-    raises MLflow's 503 exception, as in a Flask request."""
+    ``authenticate`` decides it: (is_admin, username, grants) as its one statement read them;
+    None where it is not theirs to decide (single sign-on, whose sessions and JWTs take
+    MLflow's way) or nobody was authenticated. An unavailable database raises MLflow's 503
+    exception, as in a Flask request."""
     if single_sign_on(_database) is not None:
         return None
     req = HeaderRequest(path, headers)
@@ -158,8 +157,11 @@ def authenticate_headers(path: str, headers: Mapping[str, str]) -> HeaderRequest
         raise _unavailable(exc) from None
     if authorization is None or req.remembered is None:
         return None
+    _, is_admin, username, grants = req.remembered
+    if username is None:
+        return None
     _note_identity(authorization, method)
-    return req
+    return is_admin, username, grants
 
 
 def _remember_admin(
@@ -329,12 +331,11 @@ def _credentials_header(req: Request | HeaderRequest) -> str | None:
     # On gateway routes a coding agent's own provider key occupies Authorization, so
     # MLflow credentials travel in X-MLflow-Authorization there (as in MLflow's own
     # FastAPI authentication); an empty one does not shadow Authorization.
-    get = req.header if isinstance(req, HeaderRequest) else req.headers.get
     if _is_gateway_path(req.path):
-        header = get(_GATEWAY_AUTH_HEADER)
+        header = req.headers.get(_GATEWAY_AUTH_HEADER)
         if header:
             return header
-    return get("Authorization")
+    return req.headers.get("Authorization")
 
 
 def _is_gateway_path(path: str) -> bool:

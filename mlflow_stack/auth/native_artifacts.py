@@ -46,13 +46,11 @@ def _decide(scope: dict[str, Any]) -> Any:
     # MLflow's _authenticate_custom_for_fastapi builds (a quarter of this function's time).
     # None: not basic or bearer, or refused: MLflow answers (and its 401 is the hook's).
     authenticated = hook.authenticate_headers(path, headers)
-    if authenticated is None or authenticated.remembered is None:
+    if authenticated is None:
         return None
-    _, is_admin, username, read_grants = authenticated.remembered
+    is_admin, username, read_grants = authenticated
     if is_admin:
         return FORWARD
-    if username is None:
-        return None
     # Starlette's query_params.get keeps the last value of a repeated key.
     query_path = dict(parse_qsl(query)).get("path")
     child = auth._artifact_proxy_child(

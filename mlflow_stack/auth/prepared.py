@@ -43,7 +43,6 @@ class PreparedSelect:
         self.select = select
         self._prepare_sql: str | None = None
         self._constants: dict[str, Any] = {}
-        self._parameters: list[str] = []
         self._execute: Any = None
 
     def execute(self, connection: sa.Connection, parameters: dict[str, Any]) -> sa.Result[Any]:
@@ -70,7 +69,6 @@ class PreparedSelect:
         if self._prepare_sql is None:
             compiled = self.select.compile(dialect=connection.dialect)
             runtime = [name for name, value in compiled.params.items() if value is None]
-            self._parameters = runtime
             self._constants = {k: v for k, v in compiled.params.items() if k not in runtime}
             text = compiled.string
             for position, name in enumerate(runtime, start=1):
