@@ -21,6 +21,7 @@ logged model among the metrics), goes to MLflow's own function unchanged.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -238,25 +239,39 @@ class FastPath:
 
     def _filter_search_experiments(self, resp: Response) -> bool:
         """MLflow's filter_search_experiments for a non-admin, from one grants read; False
-        when MLflow's has to run instead (it refills short pages from the store)."""
+        when MLflow's has to run instead (it refills short pages from the store).
+
+        MLflow parses the handler's JSON into protobuf, drops what the user may not read and
+        writes it out again with ``message_to_json``. The handler wrote that JSON with
+        ``message_to_json`` too, so dropping the same entries from the parsed JSON and writing
+        it back as ``message_to_json`` does (``json.dumps``, indent 2; an empty list left out)
+        gives the same bytes, without the protobuf parse: about 0.7 ms of a search.
+        """
         m = self.m
         if m.MLFLOW_ENABLE_WORKSPACES.get():
+            return False
+        listing = resp.get_json(silent=True)
+        if not isinstance(listing, dict):
             return False
         username = m.authenticate_request().username
         grants = self._grants(username)
         if grants is None:
             return False
         gate = search_gate(m, grants)
-        message = m.SearchExperiments.Response()
-        m.parse_dict(resp.json, message)
-        readable = [e for e in message.experiments if gate.retains("experiment", e.experiment_id)]
-        wanted = m._get_request_message(m.SearchExperiments()).max_results
-        if len(readable) < wanted and message.next_page_token != "":
-            return False
-        if len(readable) != len(message.experiments):
-            del message.experiments[:]
-            message.experiments.extend(readable)
-            resp.data = m.message_to_json(message)
+        experiments = listing.get("experiments", [])
+        readable = [
+            e for e in experiments if gate.retains("experiment", e.get("experiment_id", ""))
+        ]
+        if listing.get("next_page_token", "") != "":
+            wanted = m._get_request_message(m.SearchExperiments()).max_results
+            if len(readable) < wanted:
+                return False
+        if len(readable) != len(experiments):
+            if readable:
+                listing["experiments"] = readable
+            else:
+                del listing["experiments"]
+            resp.data = json.dumps(listing, indent=2)
         return True
 
 

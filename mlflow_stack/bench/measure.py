@@ -120,31 +120,39 @@ def measure_side_by_side(bench: Bench, servers: list[Server]) -> list[Row]:
     """Every cell for every (server, auth mode), in interleaved rounds.
 
     Interleaving short bursts spreads any drift of the machine (another process, a cache
-    warming up) evenly over the configurations compared, so their ratio stays fair.
+    warming up) evenly over the configurations compared, so their ratio stays fair. Each
+    round starts one configuration later than the one before, so none is always measured
+    right after the same other one (or always first, or last).
     """
     max_requests, max_seconds = bench.cell_limits()
     rounds = 2 if bench.quick else 4
+    configurations = [
+        (server, mode, credentials)
+        for server in servers
+        for mode, credentials in server.auth_modes().items()
+    ]
     rows = []
     for endpoint in (SEARCH, LOG_METRIC, ARTIFACT):
         for concurrency in (1, 4):
             for keepalive in (True, False):
-                merged: dict[tuple[str, str], LoadResult] = {}
-                for _ in range(rounds):
-                    for server in servers:
-                        for mode, (headers, auth) in server.auth_modes().items():
-                            burst = run_load(
-                                url_for(endpoint, server),
-                                payload_for(endpoint, server),
-                                headers,
-                                auth,
-                                concurrency,
-                                keepalive,
-                                max_requests // rounds,
-                                max_seconds / rounds,
-                                method="GET" if endpoint == ARTIFACT else "POST",
-                            )
-                            total = merged.setdefault((server.label, mode), LoadResult())
-                            total.merge(burst)
+                merged = {(server.label, mode): LoadResult() for server, mode, _ in configurations}
+                for round_number in range(rounds):
+                    shift = round_number % len(configurations)
+                    for server, mode, (headers, auth) in (
+                        configurations[shift:] + configurations[:shift]
+                    ):
+                        burst = run_load(
+                            url_for(endpoint, server),
+                            payload_for(endpoint, server),
+                            headers,
+                            auth,
+                            concurrency,
+                            keepalive,
+                            max_requests // rounds,
+                            max_seconds / rounds,
+                            method="GET" if endpoint == ARTIFACT else "POST",
+                        )
+                        merged[(server.label, mode)].merge(burst)
                 for (label, mode), result in merged.items():
                     row = {
                         "server": label,
