@@ -9,7 +9,8 @@ same decisions as MLflow (tests/differential/test_fastpath_differential.py runs 
   after-request handler that returns at once for an admin is skipped (``admin_noops``);
 - for a non-admin on the routes in ``FAST_KINDS`` the permission comes from MLflow's own pure
   fold (``mlflow.server.auth.requirements``) over the grants read in one statement
-  (``permissions_sql``), and a run's experiment from one indexed query;
+  (``permissions_sql``), and a run's experiment from one indexed query, once per run and
+  process (a run never changes experiment);
 - which of those a route is (or that it is MLflow's to decide) is computed once per
   (method, path template) and kept in a bounded dict.
 
@@ -26,6 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from cachetools import LRUCache
 from flask import Flask, Response, g, request
 
 from mlflow_stack.auth import admin_noops, hook, permissions_sql
@@ -33,6 +35,8 @@ from mlflow_stack.auth.auth_db import AuthDatabase
 
 # A bounded memo: one entry per (method, path template), so a few hundred in practice.
 ROUTE_MEMO_SIZE = 4096
+# Runs whose experiment this process has read (least recently used dropped first).
+RUN_MEMO_SIZE = 10_000
 DELEGATE = "mlflow"
 # No validator and nothing else in MLflow's _before_request refuses it: the handler filters.
 OPEN = "open"
@@ -66,6 +70,7 @@ class FastPath:
         self._lock = threading.Lock()
         self._routes: dict[tuple[str, str], str | tuple[str, str]] = {}
         self._after: dict[tuple[str, str], Callable[[Response], None] | None] = {}
+        self._run_experiments: LRUCache[str, str] = LRUCache(maxsize=RUN_MEMO_SIZE)
         self._original_before: Callable[[], Response | None] = mlflow_auth._before_request
         self._original_after: Callable[[Response], Response] = mlflow_auth._after_request
         self.before_request = mlflow_auth.catch_mlflow_exception(self._before)
@@ -156,11 +161,29 @@ class FastPath:
         tracking = self._tracking_database()
         if tracking is None:
             return None
-        experiment_id = permissions_sql.run_experiment_id(tracking, run_id)
+        experiment_id = self._experiment_of_run(tracking, run_id)
         if experiment_id is None:
             return False  # MLflow denies a missing run too: no oracle for which ids exist
         grants = self._grants(username)
         return None if grants is None else run_permission_met(m, grants, experiment_id, action)
+
+    def _experiment_of_run(self, tracking: AuthDatabase, run_id: str) -> str | None:
+        # MLflow has no way to move a run to another experiment, and run ids are UUIDs that are
+        # never reused, so a run's experiment, once read, holds for as long as the run exists:
+        # kept per process, it spares a run-scoped request its second round trip. An unknown
+        # run is read again every time (it may be created meanwhile). The grants are still read
+        # on every request, so a revoked grant takes effect at once. One answer differs from
+        # MLflow's: for a run deleted for good (`invoke gc`) after it was read here, a user
+        # allowed on its experiment gets the handler's 404 where MLflow refuses with 403;
+        # everyone else is still refused.
+        with self._lock:
+            experiment_id = self._run_experiments.get(run_id)
+        if experiment_id is None:
+            experiment_id = permissions_sql.run_experiment_id(tracking, run_id)
+            if experiment_id is not None:
+                with self._lock:
+                    self._run_experiments[run_id] = experiment_id
+        return experiment_id
 
     def _grants(self, username: str) -> list[permissions_sql.GrantRow] | None:
         # Usually read with the credentials (the hook's statement): no round trip here.
