@@ -10,10 +10,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 # The hook runs one short indexed query per request on each worker thread that is
-# serving a request. A couple of warm connections cover the steady state; the overflow
-# absorbs bursts without holding many idle PostgreSQL backends per worker.
-HOOK_POOL_SIZE = 2
-HOOK_POOL_MAX_OVERFLOW = 8
+# serving a request. The pool keeps as many connections as a worker commonly serves requests
+# at once: SQLAlchemy closes an overflow connection when it is returned, so a pool smaller
+# than the load opens and closes a PostgreSQL connection (a backend started, authenticated,
+# the statement prepared again) for most requests. With 2 kept, 4 clients on one worker spent
+# about 4% of the worker's samples in connect, and the server 1.3 ms more CPU per search than
+# without auth (py-spy and psutil, the ci stack). The overflow, up to the same 10 as before,
+# absorbs rarer bursts.
+HOOK_POOL_SIZE = 4
+HOOK_POOL_MAX_OVERFLOW = 6
 HOOK_POOL_TIMEOUT_SECONDS = 10
 HOOK_APPLICATION_NAME = "mlflow-stack-auth-hook"
 

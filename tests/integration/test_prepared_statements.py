@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -98,3 +99,33 @@ def test_a_statement_missing_from_its_connection_turns_preparing_off(database, c
     assert "unprepared" in caplog.text
     assert _prepared_on_pooled_connection(database) == []
     assert database.stored_password("alice") == answer
+
+
+def test_four_requests_at_once_keep_their_connections(database):
+    """A worker serving four requests at once reads with four pooled connections and keeps
+    them: an overflow connection is closed when returned, so a smaller pool would open (start a
+    backend, authenticate, prepare again) a connection for most requests under that load."""
+    engine = database.engine()
+    opened: list[object] = []
+    sa.event.listen(engine.pool, "connect", lambda *_: opened.append(object()))
+    together = threading.Barrier(4)
+
+    def read_while_the_others_hold_theirs(conn: sa.Connection) -> object:
+        together.wait(timeout=10)
+        return conn.execute(sa.text("SELECT 1")).scalar()
+
+    def four_at_once() -> None:
+        readers = [
+            threading.Thread(target=database.run, args=(read_while_the_others_hold_theirs,))
+            for _ in range(4)
+        ]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(timeout=20)
+
+    four_at_once()
+    assert len(opened) == 4
+    for _ in range(5):
+        four_at_once()
+    assert len(opened) == 4, f"{len(opened) - 4} connections opened after the first four"
