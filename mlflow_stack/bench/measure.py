@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from mlflow_stack import paths
-from mlflow_stack.bench.report import TARGETS, Row, ratios, verdict
+from mlflow_stack.bench.report import CONTROL, NO_AUTH, TARGETS, Row, noise, ratios, verdict
 from mlflow_stack.bench.servers import (
     ARTIFACTS_API,
     Server,
@@ -41,6 +41,8 @@ from mlflow_stack.loadgen import LoadResult, run_load
 SEARCH = "/api/2.0/mlflow/experiments/search"
 LOG_METRIC = "/api/2.0/mlflow/runs/log-metric"
 ARTIFACT = ARTIFACTS_API  # GET <experiment>/<run>/artifacts/bench.bin
+# The unauthenticated server's rows of the NO_PERMISSIONS pass (its second).
+NOAUTH_AGAIN = "project-noauth (2nd pass)"
 ENDPOINT_LABELS = {
     SEARCH: "experiments/search",
     LOG_METRIC: "runs/log-metric",
@@ -92,7 +94,12 @@ class Bench:
         return tree(roots)
 
     def cell_limits(self) -> tuple[int, float]:
+        """Requests and seconds per configuration and cell, over all its rounds."""
         return (200, 2.0) if self.quick else (1200, 8.0)
+
+    def rounds(self) -> int:
+        """Rounds per cell: enough that a cell's median round ratio shrugs off a stalled burst."""
+        return 3 if self.quick else 8
 
 
 def url_for(endpoint: str, server: Server) -> str:
@@ -116,26 +123,36 @@ def payload_for(endpoint: str, server: Server) -> Callable[[int], dict[str, Any]
     return payload
 
 
-def measure_side_by_side(bench: Bench, servers: list[Server]) -> list[Row]:
+def measure_side_by_side(bench: Bench, servers: list[Server], control: bool = True) -> list[Row]:
     """Every cell for every (server, auth mode), in interleaved rounds.
 
     Interleaving short bursts spreads any drift of the machine (another process, a cache
     warming up) evenly over the configurations compared, so their ratio stays fair. Each
     round starts one configuration later than the one before, so none is always measured
-    right after the same other one (or always first, or last).
+    right after the same other one (or always first, or last). Each row keeps the throughput
+    of every round (``round_rps``): report.ratios pairs the rounds. With ``control`` the
+    unauthenticated server is measured a second time in every round (auth ``control``): the
+    same server against itself, whose ratio shows how far this machine's noise alone moves one.
     """
     max_requests, max_seconds = bench.cell_limits()
-    rounds = 2 if bench.quick else 4
+    rounds = bench.rounds()
     configurations = [
         (server, mode, credentials)
         for server in servers
         for mode, credentials in server.auth_modes().items()
     ]
+    if control:
+        configurations += [
+            (server, CONTROL, credentials)
+            for server, mode, credentials in list(configurations)
+            if mode == NO_AUTH
+        ]
     rows = []
     for endpoint in (SEARCH, LOG_METRIC, ARTIFACT):
         for concurrency in (1, 4):
             for keepalive in (True, False):
                 merged = {(server.label, mode): LoadResult() for server, mode, _ in configurations}
+                per_round: dict[tuple[str, str], list[float]] = {key: [] for key in merged}
                 for round_number in range(rounds):
                     shift = round_number % len(configurations)
                     for server, mode, (headers, auth) in (
@@ -153,6 +170,7 @@ def measure_side_by_side(bench: Bench, servers: list[Server]) -> list[Row]:
                             method="GET" if endpoint == ARTIFACT else "POST",
                         )
                         merged[(server.label, mode)].merge(burst)
+                        per_round[(server.label, mode)].append(round(burst.throughput, 3))
                 for (label, mode), result in merged.items():
                     row = {
                         "server": label,
@@ -161,6 +179,7 @@ def measure_side_by_side(bench: Bench, servers: list[Server]) -> list[Row]:
                         "concurrency": concurrency,
                         "connection": "keep-alive" if keepalive else "new",
                         **result.summary(),
+                        "round_rps": per_round[(label, mode)],
                     }
                     rows.append(row)
                     print(
@@ -327,7 +346,9 @@ def run(bench: Bench) -> dict[str, Any]:
         strict_ratios = ratios(strict_rows, "project-nop", "project-noauth")
         for row in strict_rows:
             if row["server"] == "project-noauth":
-                row["server"] = "project-noauth (2nd pass)"
+                row["server"] = NOAUTH_AGAIN
+        controls = ratios(rows, "project-noauth", "project-noauth")
+        controls += ratios(strict_rows, NOAUTH_AGAIN, NOAUTH_AGAIN)
         rows += strict_rows
         # The stock servers run alone: their job runners would otherwise take CPU from the
         # project's measurements above.
@@ -339,8 +360,10 @@ def run(bench: Bench) -> dict[str, Any]:
         print(f"  {stock_facts}", flush=True)
         for server in (stock, stock_noauth):
             prepare_run(server, profile)
-        rows += measure_side_by_side(bench, [stock, stock_noauth])
+        rows += measure_side_by_side(bench, [stock, stock_noauth], control=False)
         results["load"] = rows
+        results["controls"] = controls
+        results["noise"] = noise(controls)
         results["ratios"] = (
             ratios(rows, "project", "project-noauth")
             + strict_ratios

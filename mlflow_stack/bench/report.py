@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,10 @@ RATIO_TARGETS = frozenset(
     }
 )
 ARTIFACT_ENDPOINT = "artifacts/download"
+# The auth column of a server without authentication, and of its second measurement in the
+# same rounds (the A/A control).
+NO_AUTH = "none"
+CONTROL = "control"
 
 TARGETS = {
     "auth_throughput_ratio": 0.9,
@@ -36,17 +41,31 @@ TARGETS = {
 
 
 def ratios(rows: list[Row], auth_server: str, noauth_server: str) -> list[Row]:
+    """Each cell of ``auth_server`` against the same cell of ``noauth_server`` (auth none).
+
+    ``ratio`` pairs the rounds: the median, over the cell's rounds, of the authenticated
+    burst's throughput over the unauthenticated burst's of the same round, so a burst that
+    stalled (another tenant of the machine, a checkpoint) moves one round's ratio, not the
+    cell's. ``pooled_ratio`` divides the throughputs of all rounds merged. Rows without
+    rounds (one burst) get the pooled ratio as ``ratio``. With ``auth_server`` the same as
+    ``noauth_server`` this gives the A/A control's cells.
+    """
     base = {
         (r["endpoint"], r["concurrency"], r["connection"]): r
         for r in rows
-        if r["server"] == noauth_server
+        if r["server"] == noauth_server and r["auth"] == NO_AUTH
     }
     out = []
     for row in rows:
-        if row["server"] != auth_server:
+        if row["server"] != auth_server or (row["server"], row["auth"]) == (
+            noauth_server,
+            NO_AUTH,
+        ):
             continue
         ref = base.get((row["endpoint"], row["concurrency"], row["connection"]))
         if ref and ref["throughput_rps"]:
+            pooled = round(row["throughput_rps"] / ref["throughput_rps"], 3)
+            rounds = paired_ratios(row.get("round_rps", []), ref.get("round_rps", []))
             out.append(
                 {
                     "server": auth_server,
@@ -54,13 +73,38 @@ def ratios(rows: list[Row], auth_server: str, noauth_server: str) -> list[Row]:
                     "endpoint": row["endpoint"],
                     "concurrency": row["concurrency"],
                     "connection": row["connection"],
-                    "ratio": round(row["throughput_rps"] / ref["throughput_rps"], 3),
+                    "ratio": round(statistics.median(rounds), 3) if rounds else pooled,
+                    "pooled_ratio": pooled,
+                    "round_ratios": [round(r, 3) for r in rounds],
                     "p50_ratio": (
                         round(row["p50_ms"] / ref["p50_ms"], 3) if ref.get("p50_ms") else None
                     ),
                 }
             )
     return out
+
+
+def paired_ratios(measured: list[float], reference: list[float]) -> list[float]:
+    """Round by round, measured / reference; empty unless both have the same rounds, all
+    with throughput."""
+    if not measured or len(measured) != len(reference) or not all(reference):
+        return []
+    return [m / r for m, r in zip(measured, reference, strict=True)]
+
+
+def noise(controls: list[Row]) -> dict[str, Any] | None:
+    """The A/A control's spread: how far from 1.0 the same server lands against itself."""
+    found = sorted(float(r["ratio"]) for r in controls)
+    if not found:
+        return None
+    return {
+        "cells": len(found),
+        "lowest": found[0],
+        "highest": found[-1],
+        "median": round(statistics.median(found), 3),
+        "pooled_lowest": min(float(r["pooled_ratio"]) for r in controls),
+        "pooled_highest": max(float(r["pooled_ratio"]) for r in controls),
+    }
 
 
 def verdict(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -165,36 +209,43 @@ def markdown(results: dict[str, Any]) -> str:
         f"`nox -s smoke` against a running stack: {results.get('smoke', {}).get('seconds')} s.",
         "",
         "| server | endpoint | auth | c | connection | req/s | p50 ms | p99 ms | ratio "
-        "| p50 ratio | auth round trips |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| pooled ratio | p50 ratio | auth round trips |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    p50_of = {
-        (r["server"], r["auth"], r["endpoint"], r["concurrency"], r["connection"]): r.get(
-            "p50_ratio"
-        )
-        for r in results.get("ratios", [])
-    }
+    measured_noise = results.get("noise")
+    if measured_noise:
+        lines[-2:-2] = [
+            f"A/A control (the unauthenticated server measured twice in every round, so 1.0 "
+            f"is exact): {measured_noise['cells']} cells {measured_noise['lowest']}–"
+            f"{measured_noise['highest']}, median {measured_noise['median']} (pooled "
+            f"{measured_noise['pooled_lowest']}–{measured_noise['pooled_highest']}).",
+            "",
+        ]
     trips_of = {
         (t["server"], t["auth_mode"], t["endpoint"]): t["auth"]
         for rows in results.get("round_trips", {}).values()
         for t in rows
     }
+    compared = results.get("ratios", []) + results.get("controls", [])
     ratio_of = {
-        (r["server"], r["auth"], r["endpoint"], r["concurrency"], r["connection"]): r["ratio"]
-        for r in results.get("ratios", [])
+        (r["server"], r["auth"], r["endpoint"], r["concurrency"], r["connection"]): r
+        for r in compared
     }
     for row in results.get("load", []):
         key = (row["server"], row["auth"], row["endpoint"], row["concurrency"], row["connection"])
+        cell = ratio_of.get(key, {})
         lines.append(
             f"| {row['server']} | {row['endpoint']} | {row['auth']} | {row['concurrency']} | "
             f"{row['connection']} | {row['throughput_rps']} | {row['p50_ms']} | {row['p99_ms']} "
-            f"| {ratio_of.get(key, '')} | {p50_of.get(key) or ''} "
-            f"| {trips_of.get(key[:3], '')} |"
+            f"| {cell.get('ratio', '')} | {cell.get('pooled_ratio', '')} "
+            f"| {cell.get('p50_ratio') or ''} | {trips_of.get(key[:3], '')} |"
         )
     lines += [
         "",
         "ratio: throughput of the authenticated cell / the same cell on the same server "
-        "with authentication off (project-noauth, stock-noauth). project: default_permission "
+        "with authentication off (project-noauth, stock-noauth), the median over the cell's "
+        "rounds of one round's bursts compared; pooled ratio: all rounds merged first; "
+        "control: the unauthenticated server against itself. project: default_permission "
         "READ; project-nop: NO_PERMISSIONS; basic/bearer: the admin; user-*: a non-admin with "
         "EDIT on the bench's experiment. auth round trips: database round trips per request "
         "added by authentication and authorization, counted in-process (SQLAlchemy events) "

@@ -34,6 +34,41 @@ def test_ratios_compare_each_cell_with_the_same_cell_without_auth():
     ]
 
 
+def test_a_cell_ratio_is_the_median_of_its_rounds_compared_one_by_one():
+    # Round 2 of the unauthenticated server stalled; merged, it would flatter every ratio,
+    # and round 3 of the authenticated one stalled, which merged would sink it.
+    rows = [
+        {**row("project", "basic", 80.0, 9.0), "round_rps": [90.0, 90.0, 30.0, 92.0]},
+        {**row("project-noauth", "none", 75.0, 8.0), "round_rps": [100.0, 20.0, 100.0, 100.0]},
+        {**row("project-noauth", "control", 99.0, 8.0), "round_rps": [98.0, 101.0, 99.0, 100.0]},
+    ]
+    (cell,) = bench_report.ratios(rows, "project", "project-noauth")
+    assert cell["round_ratios"] == [0.9, 4.5, 0.3, 0.92]
+    assert cell["ratio"] == 0.91  # the median of the four
+    assert cell["pooled_ratio"] == round(80.0 / 75.0, 3)
+    # The same server against itself: only the control is compared, not the reference.
+    (control,) = bench_report.ratios(rows, "project-noauth", "project-noauth")
+    assert control["auth"] == "control"
+    assert control["ratio"] == round((1.0 + 0.99) / 2, 3)
+    assert bench_report.noise([control]) == {
+        "cells": 1,
+        "lowest": control["ratio"],
+        "highest": control["ratio"],
+        "median": control["ratio"],
+        "pooled_lowest": 1.32,
+        "pooled_highest": 1.32,
+    }
+
+
+def test_rows_without_the_same_rounds_fall_back_to_the_pooled_ratio():
+    rows = [
+        {**row("project", "basic", 90.0, 9.0), "round_rps": [90.0, 90.0]},
+        {**row("project-noauth", "none", 100.0, 8.0), "round_rps": [100.0, 0.0]},
+    ]
+    (cell,) = bench_report.ratios(rows, "project", "project-noauth")
+    assert (cell["ratio"], cell["pooled_ratio"], cell["round_ratios"]) == (0.9, 0.9, [])
+
+
 def test_verdict_takes_the_worst_cell_and_each_target_direction():
     results = {
         "ratios": [
@@ -77,12 +112,16 @@ def test_the_report_and_chart_are_written(tmp_path):
         },
         "smoke": {"seconds": 1.5, "exit_code": 0},
     }
+    results["controls"] = [{**results["ratios"][0], "server": "project-noauth", "ratio": 0.97}]
+    results["noise"] = bench_report.noise(results["controls"])
     results["verdict"] = bench_report.verdict(results)
     report = bench_report.markdown(results)
     assert (
-        "| project | experiments/search | basic | 1 | keep-alive | 90.0 | 9.0 | 18.0 | 0.9 |"
+        "| project | experiments/search | basic | 1 | keep-alive | 90.0 | 9.0 | 18.0 | 0.9 | 0.9 |"
         in report
     )
+    assert "A/A control (the unauthenticated server measured twice in every round" in report
+    assert "1 cells 0.97–0.97, median 0.97 (pooled 0.9–0.9)" in report
     assert "| `invoke up`, warm (s) | 4.0 | 5.0 | yes |" in report
     chart = tmp_path / "chart.png"
     bench_report.chart(results, chart)
