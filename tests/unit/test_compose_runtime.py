@@ -5,6 +5,7 @@ The same calls run for real on an engine in tests/compose.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -97,16 +98,37 @@ def test_every_call_uses_the_pinned_compose_binary_with_project_file_and_env_fil
 def test_up_builds_and_waits(engine, dev_profile):
     ComposeRuntime(dev_profile).up(Progress())
     assert engine.compose_calls() == [
-        [
-            *compose_prefix(dev_profile),
-            "up",
-            "--build",
-            "--detach",
-            "--wait",
-            "--wait-timeout",
-            "300",
-        ]
+        [*compose_prefix(dev_profile), "build"],
+        [*compose_prefix(dev_profile), "up", "--detach", "--wait", "--wait-timeout", "300"],
     ]
+
+
+def test_a_failed_build_is_tried_once_more(engine, dev_profile, monkeypatch):
+    builds = []
+    answer = engine.run
+
+    def build_fails_once(args, **kwargs):
+        if args[-1] == "build":
+            builds.append(args)
+            if len(builds) == 1:
+                return subprocess.CompletedProcess(args, 1, None, None)
+        return answer(args, **kwargs)
+
+    monkeypatch.setattr(compose.subprocess, "run", build_fails_once)
+    said = io.StringIO()
+    ComposeRuntime(dev_profile).up(Progress(stream=said))
+    assert len(builds) == 2
+    assert engine.compose_calls()[-1][-5:-3] == ["up", "--detach"]
+    assert "docker compose build, again" in said.getvalue()
+
+
+def test_a_build_that_fails_twice_is_a_one_line_error(engine, dev_profile):
+    engine.failing = "build"
+    with pytest.raises(StackError, match=r"^docker compose build failed \(exit 1\)$"):
+        ComposeRuntime(dev_profile).up(Progress())
+    builds = [c for c in engine.compose_calls() if c[-1] == "build"]
+    assert len(builds) == compose.BUILD_ATTEMPTS == 2
+    assert not any("up" in c for c in engine.compose_calls())
 
 
 @pytest.mark.parametrize(
