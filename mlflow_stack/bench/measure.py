@@ -144,7 +144,7 @@ def measure_side_by_side(bench: Bench, servers: list[Server], control: bool = Tr
     if control:
         configurations += [
             (server, CONTROL, credentials)
-            for server, mode, credentials in list(configurations)
+            for server, mode, credentials in configurations
             if mode == NO_AUTH
         ]
     rows = []
