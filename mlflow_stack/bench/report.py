@@ -56,11 +56,9 @@ def ratios(rows: list[Row], auth_server: str, noauth_server: str) -> list[Row]:
         if r["server"] == noauth_server and r["auth"] == NO_AUTH
     }
     out = []
+    against_itself = auth_server == noauth_server  # the A/A control: not the reference row
     for row in rows:
-        if row["server"] != auth_server or (row["server"], row["auth"]) == (
-            noauth_server,
-            NO_AUTH,
-        ):
+        if row["server"] != auth_server or (against_itself and row["auth"] == NO_AUTH):
             continue
         ref = base.get((row["endpoint"], row["concurrency"], row["connection"]))
         if ref and ref["throughput_rps"]:
