@@ -9,6 +9,7 @@ What it adds around MLflow's own checks, each in a module of its own:
 - `audit_requests`: one audit line per change and per failed authentication (and
   `audit_native` for the requests FastAPI answers itself);
 - `transport`: HSTS and Secure cookies over HTTPS;
+- `access_log`: uvicorn's access lines written in batches, not one pipe write per request;
 - `selfcheck`: refuses to start on MLflow internals other than the reviewed ones.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from mlflow_stack.auth import (
+    access_log,
     audit_native,
     audit_requests,
     fastpath,
@@ -72,6 +74,7 @@ def create_app(app: Flask | None = None) -> Any:
     if audit_log is not None and hasattr(served, "add_middleware"):  # FastAPI (uvicorn)
         # A middleware of the FastAPI app, not a wrapper: the app uvicorn gets stays FastAPI.
         served.add_middleware(audit_native.NativeRouteAudit, fastapi_app=served, log=audit_log)
+    access_log.batch_access_log()
     return transport.install(served)
 
 

@@ -44,6 +44,25 @@ def test_env_makes_the_mlflow_cli_work(ci_stack):
     assert "Default" in result.stdout
 
 
+def test_access_lines_reach_the_log_in_batches_within_a_second(ci_stack):
+    # Batched by the server (mlflow_stack/auth/access_log.py), so they are not in the log the
+    # moment the answers are, but within the flush interval.
+    marker = secrets_module.token_hex(8)
+    log = ci_stack.state_dir / "logs" / "mlflow.log"
+    with requests.Session() as session:
+        for number in range(20):
+            answer = session.get(
+                f"{ci_stack.url}/health?probe={marker}-{number}",
+                timeout=30,
+                verify=ci_stack.verify,
+            )
+            assert answer.status_code == 200
+    deadline = time.monotonic() + 5
+    while log.read_text(errors="replace").count(marker) < 20:
+        assert time.monotonic() < deadline, "the access lines never reached logs/mlflow.log"
+        time.sleep(0.1)
+
+
 def test_secrets_are_not_in_any_command_line(ci_stack):
     secrets = parse_env_file(ci_stack.state_dir / "secrets.env").values()
     for pid in ci_stack.processes():
