@@ -2,10 +2,10 @@
 
 Each access line went to the server's stdout as it was logged: a write to a pipe that woke the
 process reading it (supervisord in the local runtime, the container runtime's log driver under
-compose) once per request. supervisord spent about 80 µs of CPU per request on it, and an
-artifact download at c=1 took about 8% longer than on the same server logging to a file.
-Here the lines are collected and written together at most every FLUSH_SECONDS (or at once
-when BATCH_BYTES have gathered), so the reader wakes a few times a second at most.
+compose) once per request: supervisord spent about 80 µs of CPU per request on it, where a
+whole artifact download costs the server 2-3 ms. Here the lines are collected and written
+together at most every FLUSH_SECONDS (or at once when BATCH_BYTES have gathered), so the reader
+wakes a few times a second at most.
 
 The lines and their order are unchanged; a line shows up at most FLUSH_SECONDS late. A
 process killed outright loses the lines of its last interval: the access log is for reading,
