@@ -1,4 +1,5 @@
-"""Bounded HTTP load: N client threads, keep-alive or a new connection per request."""
+"""Bounded HTTP load: N client threads, keep-alive or a new connection per request; or one
+client taking turns between several servers, one request each (``run_interleaved``)."""
 
 from __future__ import annotations
 
@@ -115,3 +116,59 @@ def run_load(
         thread.join(max_seconds + timeout + 5)
     result.seconds = time.monotonic() - started
     return result
+
+
+@dataclass(frozen=True)
+class Target:
+    """One configuration ``run_interleaved`` takes turns with: a URL and how to call it."""
+
+    url: str
+    payload: Callable[[int], dict[str, Any]]
+    headers: dict[str, str]
+    auth: tuple[str, str] | None
+    method: str = "POST"
+
+
+def run_interleaved(targets: list[Target], rounds: int, timeout: float = 30) -> list[LoadResult]:
+    """One request to each target in turn, ``rounds`` times, each target on a reused connection
+    of its own; round N starts N targets later. A result per target, its latencies in the order
+    sent; its seconds are the sum of its latencies, so its throughput is one client's (c=1).
+
+    Requests a few milliseconds apart see the same machine, so their latencies compare closely:
+    two identical servers measured this way (1,500 rounds) were within 1.5% of each other, where
+    bursts of a second each, 8 rounds, differ by up to 7%. ``payload`` gets a number no other
+    request of the run gets."""
+    results = [LoadResult() for _ in targets]
+    sessions = [requests.Session() for _ in targets]
+    try:
+        for round_number in range(rounds):
+            shift = round_number % len(targets)
+            for position in [*range(shift, len(targets)), *range(shift)]:
+                target, result = targets[position], results[position]
+                number = round_number * len(targets) + position
+                body = target.payload(number) if target.method == "POST" else None
+                started = time.perf_counter()
+                try:
+                    response = sessions[position].request(
+                        target.method,
+                        target.url,
+                        json=body,
+                        headers=target.headers,
+                        auth=target.auth,
+                        timeout=timeout,
+                    )
+                    status = response.status_code
+                except requests.RequestException:
+                    status = 0
+                elapsed = time.perf_counter() - started
+                result.requests += 1
+                result.seconds += elapsed
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+                if status == 200:
+                    result.latencies_ms.append(elapsed * 1000)
+                else:
+                    result.errors += 1
+    finally:
+        for session in sessions:
+            session.close()
+    return results

@@ -20,7 +20,16 @@ from typing import Any
 import psutil
 
 from mlflow_stack import paths
-from mlflow_stack.bench.report import CONTROL, NO_AUTH, TARGETS, Row, noise, ratios, verdict
+from mlflow_stack.bench.report import (
+    CONTROL,
+    NO_AUTH,
+    TARGETS,
+    Row,
+    interleaved_ratios,
+    noise,
+    ratios,
+    verdict,
+)
 from mlflow_stack.bench.servers import (
     ARTIFACTS_API,
     Server,
@@ -36,13 +45,15 @@ from mlflow_stack.endpoints import Endpoints
 from mlflow_stack.files import parse_env_file
 from mlflow_stack.invoking import run_invoke
 from mlflow_stack.layout import StackLayout
-from mlflow_stack.loadgen import LoadResult, run_load
+from mlflow_stack.loadgen import LoadResult, Target, run_interleaved, run_load
 
 SEARCH = "/api/2.0/mlflow/experiments/search"
 LOG_METRIC = "/api/2.0/mlflow/runs/log-metric"
 ARTIFACT = ARTIFACTS_API  # GET <experiment>/<run>/artifacts/bench.bin
 # The unauthenticated server's rows of the NO_PERMISSIONS pass (its second).
 NOAUTH_AGAIN = "project-noauth (2nd pass)"
+# Stretches of an interleaved run compared one by one (report.interleaved_ratios).
+INTERLEAVED_BLOCKS = 10
 ENDPOINT_LABELS = {
     SEARCH: "experiments/search",
     LOG_METRIC: "runs/log-metric",
@@ -100,6 +111,11 @@ class Bench:
     def rounds(self) -> int:
         """Rounds per cell: enough that a cell's median round ratio shrugs off a stalled burst."""
         return 3 if self.quick else 8
+
+    def interleaved_rounds(self) -> int:
+        """Rounds of the interleaved c=1 measurement, per endpoint (a request per configuration
+        each): about a minute per endpoint for the project's six configurations."""
+        return 200 if self.quick else 1000
 
 
 def url_for(endpoint: str, server: Server) -> str:
@@ -190,6 +206,67 @@ def measure_side_by_side(bench: Bench, servers: list[Server], control: bool = Tr
                         flush=True,
                     )
     return rows
+
+
+def measure_interleaved(bench: Bench, servers: list[Server]) -> list[Row]:
+    """The c=1 keep-alive cells again, the configurations' requests interleaved one by one
+    (loadgen.run_interleaved) instead of in bursts: a much finer comparison of the same cells.
+
+    A row per configuration and endpoint, with the unauthenticated server's second series (auth
+    ``control``) as in measure_side_by_side; ``block_ms``: the mean latency of each of
+    INTERLEAVED_BLOCKS consecutive stretches of the run, which report.interleaved_ratios pairs.
+    """
+    configurations = [
+        (server, mode, credentials)
+        for server in servers
+        for mode, credentials in server.auth_modes().items()
+    ]
+    configurations += [
+        (server, CONTROL, credentials)
+        for server, mode, credentials in configurations
+        if mode == NO_AUTH
+    ]
+    rows = []
+    for endpoint in (SEARCH, LOG_METRIC, ARTIFACT):
+        targets = [
+            Target(
+                url_for(endpoint, server),
+                payload_for(endpoint, server),
+                headers,
+                auth,
+                method="GET" if endpoint == ARTIFACT else "POST",
+            )
+            for server, _, (headers, auth) in configurations
+        ]
+        results = run_interleaved(targets, bench.interleaved_rounds())
+        for (server, mode, _), result in zip(configurations, results, strict=True):
+            row = {
+                "server": server.label,
+                "endpoint": ENDPOINT_LABELS[endpoint],
+                "auth": mode,
+                "concurrency": 1,
+                "connection": "keep-alive",
+                "schedule": "interleaved",
+                **result.summary(),
+                "block_ms": block_means(result.latencies_ms, INTERLEAVED_BLOCKS),
+            }
+            rows.append(row)
+            print(
+                f"  {server.label:15} {row['endpoint']:20} {mode:11} c=1 interleaved "
+                f"{row['throughput_rps']:8.1f} req/s p50 {row['p50_ms']:7.1f} ms"
+                f"{'  errors ' + str(row['errors']) if row['errors'] else ''}",
+                flush=True,
+            )
+    return rows
+
+
+def block_means(values: list[float], blocks: int) -> list[float]:
+    """The means of ``blocks`` consecutive, equal stretches of ``values`` (the remainder of an
+    uneven split is left out); empty when there are fewer values than blocks."""
+    size = len(values) // blocks
+    if size == 0:
+        return []
+    return [round(sum(values[b * size : (b + 1) * size]) / size, 4) for b in range(blocks)]
 
 
 def count_round_trips(
@@ -322,6 +399,8 @@ def run(bench: Bench) -> dict[str, Any]:
             prepare_run(server, profile)
         add_reader(project, profile, auth_db)
         rows = measure_side_by_side(bench, [project, project_noauth])
+        print("c=1 keep-alive, requests interleaved one by one", flush=True)
+        interleaved = measure_interleaved(bench, [project, project_noauth])
         trips: dict[str, list[dict[str, Any]]] = {}
         trips["project"], results["audit"] = count_round_trips(bench, project, time_audit=True)
 
@@ -342,11 +421,19 @@ def run(bench: Bench) -> dict[str, Any]:
         bench.invoke("up")
         strict = dataclasses.replace(project, label="project-nop", admin_cells=False)
         strict_rows = measure_side_by_side(bench, [strict, project_noauth])
+        strict_interleaved = measure_interleaved(bench, [strict, project_noauth])
         trips["project-nop"], _ = count_round_trips(bench, strict)  # the audit: timed once
         strict_ratios = ratios(strict_rows, "project-nop", "project-noauth")
-        for row in strict_rows:
+        for row in strict_rows + strict_interleaved:
             if row["server"] == "project-noauth":
                 row["server"] = NOAUTH_AGAIN
+        results["interleaved"] = interleaved + strict_interleaved
+        results["interleaved_ratios"] = (
+            interleaved_ratios(interleaved, "project", "project-noauth")
+            + interleaved_ratios(interleaved, "project-noauth", "project-noauth")
+            + interleaved_ratios(strict_interleaved, "project-nop", NOAUTH_AGAIN)
+            + interleaved_ratios(strict_interleaved, NOAUTH_AGAIN, NOAUTH_AGAIN)
+        )
         controls = ratios(rows, "project-noauth", "project-noauth")
         controls += ratios(strict_rows, NOAUTH_AGAIN, NOAUTH_AGAIN)
         rows += strict_rows

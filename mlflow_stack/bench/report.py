@@ -82,6 +82,47 @@ def ratios(rows: list[Row], auth_server: str, noauth_server: str) -> list[Row]:
     return out
 
 
+def interleaved_ratios(rows: list[Row], auth_server: str, noauth_server: str) -> list[Row]:
+    """Each interleaved cell (measure.measure_interleaved) of ``auth_server`` against the
+    unauthenticated one of ``noauth_server``, stretch by stretch.
+
+    A stretch's ratio is the unauthenticated mean latency over the authenticated one in the
+    same stretch of the run (at c=1, the throughput ratio). ``ratio`` is the median over the
+    stretches; ``interval`` their second lowest and second highest, which hold the median of
+    such ratios 98 times in 100 with 10 stretches, whatever their distribution.
+    """
+    base = {r["endpoint"]: r for r in rows if r["server"] == noauth_server and r["auth"] == NO_AUTH}
+    against_itself = auth_server == noauth_server
+    out = []
+    for row in rows:
+        if row["server"] != auth_server or (against_itself and row["auth"] == NO_AUTH):
+            continue
+        ref = base.get(row["endpoint"])
+        blocks = row.get("block_ms", [])
+        if not ref or not blocks or len(blocks) != len(ref.get("block_ms", [])):
+            continue
+        stretches = sorted(r / m for r, m in zip(ref["block_ms"], blocks, strict=True) if m)
+        if len(stretches) != len(blocks):
+            continue
+        inner = 1 if len(stretches) >= 6 else 0
+        out.append(
+            {
+                "server": auth_server,
+                "auth": row["auth"],
+                "endpoint": row["endpoint"],
+                "concurrency": 1,
+                "connection": "keep-alive",
+                "schedule": "interleaved",
+                "ratio": round(statistics.median(stretches), 3),
+                "interval": [round(stretches[inner], 3), round(stretches[-1 - inner], 3)],
+                "p50_ratio": (
+                    round(row["p50_ms"] / ref["p50_ms"], 3) if ref.get("p50_ms") else None
+                ),
+            }
+        )
+    return out
+
+
 def paired_ratios(measured: list[float], reference: list[float]) -> list[float]:
     """Round by round, measured / reference; empty unless both have the same rounds, all
     with throughput."""
@@ -238,6 +279,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {cell.get('ratio', '')} | {cell.get('pooled_ratio', '')} "
             f"| {cell.get('p50_ratio') or ''} | {trips_of.get(key[:3], '')} |"
         )
+    lines += interleaved_section(results)
     lines += [
         "",
         "ratio: throughput of the authenticated cell / the same cell on the same server "
@@ -251,6 +293,34 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def interleaved_section(results: dict[str, Any]) -> list[str]:
+    """The interleaved c=1 cells (measure.measure_interleaved), if the run has them."""
+    cells = results.get("interleaved_ratios") or []
+    if not cells:
+        return []
+    rows = {(r["server"], r["auth"], r["endpoint"]): r for r in results.get("interleaved", [])}
+    lines = [
+        "",
+        "c=1, reused connection, the configurations' requests interleaved one by one "
+        "instead of in bursts (a finer measurement of the same cells): ratio = median over 10 "
+        "stretches of the run of the unauthenticated mean latency / the authenticated one in "
+        "the same stretch; interval: where that median lies 98 times in 100. Control: the "
+        "unauthenticated server against itself.",
+        "",
+        "| server | endpoint | auth | requests | p50 ms | ratio | interval | p50 ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for cell in cells:
+        row = rows.get((cell["server"], cell["auth"], cell["endpoint"]), {})
+        low, high = cell["interval"]
+        lines.append(
+            f"| {cell['server']} | {cell['endpoint']} | {cell['auth']} | "
+            f"{row.get('requests', '')} | {row.get('p50_ms', '')} | {cell['ratio']} | "
+            f"{low}–{high} | {cell.get('p50_ratio') or ''} |"
+        )
+    return lines
 
 
 def chart(results: dict[str, Any], target: Path) -> None:
