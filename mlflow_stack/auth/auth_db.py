@@ -114,7 +114,7 @@ class AuthDatabase:
     # --- reads on the request path ---------------------------------------------------
 
     def stored_password(self, username: str) -> StoredPassword | None:
-        rows = self.run(lambda c: _SELECT_PASSWORD.execute(c, {"username": username}).all())
+        rows = self.run(lambda c: _SELECT_PASSWORD.rows(c, {"username": username}))
         if not rows:
             return None
         first = rows[0]
@@ -125,7 +125,7 @@ class AuthDatabase:
     def stored_token(self, token_hash: str) -> StoredToken | None:
         if not self.tables_ready():
             return None
-        rows = self.run(lambda c: _SELECT_TOKEN.execute(c, {"token_hash": token_hash}).all())
+        rows = self.run(lambda c: _SELECT_TOKEN.rows(c, {"token_hash": token_hash}))
         if not rows:
             return None
         row = rows[0]

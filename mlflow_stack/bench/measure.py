@@ -1,4 +1,5 @@
-"""The measurements: `invoke up` cold and warm, memory at rest, and HTTP load side by side."""
+"""The measurements: `invoke up` cold and warm, memory at rest, HTTP load side by side
+(mlflow_stack/bench/cells.py), round trips per request."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -20,18 +20,23 @@ from typing import Any
 import psutil
 
 from mlflow_stack import paths
+from mlflow_stack.bench.cells import (
+    ARTIFACT,
+    ENDPOINT_LABELS,
+    LOG_METRIC,
+    SEARCH,
+    measure_interleaved,
+    measure_side_by_side,
+    payload_for,
+)
 from mlflow_stack.bench.report import (
-    CONTROL,
-    NO_AUTH,
     TARGETS,
-    Row,
     interleaved_ratios,
     noise,
     ratios,
     verdict,
 )
 from mlflow_stack.bench.servers import (
-    ARTIFACTS_API,
     Server,
     add_reader,
     prepare_run,
@@ -45,20 +50,9 @@ from mlflow_stack.endpoints import Endpoints
 from mlflow_stack.files import parse_env_file
 from mlflow_stack.invoking import run_invoke
 from mlflow_stack.layout import StackLayout
-from mlflow_stack.loadgen import LoadResult, Target, run_interleaved, run_load
 
-SEARCH = "/api/2.0/mlflow/experiments/search"
-LOG_METRIC = "/api/2.0/mlflow/runs/log-metric"
-ARTIFACT = ARTIFACTS_API  # GET <experiment>/<run>/artifacts/bench.bin
 # The unauthenticated server's rows of the NO_PERMISSIONS pass (its second).
 NOAUTH_AGAIN = "project-noauth (2nd pass)"
-# Stretches of an interleaved run compared one by one (report.interleaved_ratios).
-INTERLEAVED_BLOCKS = 10
-ENDPOINT_LABELS = {
-    SEARCH: "experiments/search",
-    LOG_METRIC: "runs/log-metric",
-    ARTIFACT: "artifacts/download",
-}
 
 
 @dataclass
@@ -116,157 +110,6 @@ class Bench:
         """Rounds of the interleaved c=1 measurement, per endpoint (a request per configuration
         each): about a minute per endpoint for the project's six configurations."""
         return 200 if self.quick else 1000
-
-
-def url_for(endpoint: str, server: Server) -> str:
-    if endpoint == ARTIFACT:
-        return f"{server.url}{ARTIFACT}/{server.artifact}"
-    return f"{server.url}{endpoint}"
-
-
-def payload_for(endpoint: str, server: Server) -> Callable[[int], dict[str, Any]]:
-    def payload(i: int) -> dict[str, Any]:
-        if endpoint == SEARCH:
-            return {"max_results": 10}
-        return {
-            "run_id": server.run_id,
-            "key": "bench",
-            "value": float(i),
-            "timestamp": int(time.time() * 1000),
-            "step": i,
-        }
-
-    return payload
-
-
-def measure_side_by_side(bench: Bench, servers: list[Server], control: bool = True) -> list[Row]:
-    """Every cell for every (server, auth mode), in interleaved rounds.
-
-    Interleaving short bursts spreads any drift of the machine (another process, a cache
-    warming up) evenly over the configurations compared, so their ratio stays fair. Each
-    round starts one configuration later than the one before, so none is always measured
-    right after the same other one (or always first, or last). Each row keeps the throughput
-    of every round (``round_rps``): report.ratios pairs the rounds. With ``control`` the
-    unauthenticated server is measured a second time in every round (auth ``control``): the
-    same server against itself, whose ratio shows how far this machine's noise alone moves one.
-    """
-    max_requests, max_seconds = bench.cell_limits()
-    rounds = bench.rounds()
-    configurations = [
-        (server, mode, credentials)
-        for server in servers
-        for mode, credentials in server.auth_modes().items()
-    ]
-    if control:
-        configurations += [
-            (server, CONTROL, credentials)
-            for server, mode, credentials in configurations
-            if mode == NO_AUTH
-        ]
-    rows = []
-    for endpoint in (SEARCH, LOG_METRIC, ARTIFACT):
-        for concurrency in (1, 4):
-            for keepalive in (True, False):
-                merged = {(server.label, mode): LoadResult() for server, mode, _ in configurations}
-                per_round: dict[tuple[str, str], list[float]] = {key: [] for key in merged}
-                for round_number in range(rounds):
-                    shift = round_number % len(configurations)
-                    for server, mode, (headers, auth) in (
-                        configurations[shift:] + configurations[:shift]
-                    ):
-                        burst = run_load(
-                            url_for(endpoint, server),
-                            payload_for(endpoint, server),
-                            headers,
-                            auth,
-                            concurrency,
-                            keepalive,
-                            max_requests // rounds,
-                            max_seconds / rounds,
-                            method="GET" if endpoint == ARTIFACT else "POST",
-                        )
-                        merged[(server.label, mode)].merge(burst)
-                        per_round[(server.label, mode)].append(round(burst.throughput, 3))
-                for (label, mode), result in merged.items():
-                    row = {
-                        "server": label,
-                        "endpoint": ENDPOINT_LABELS[endpoint],
-                        "auth": mode,
-                        "concurrency": concurrency,
-                        "connection": "keep-alive" if keepalive else "new",
-                        **result.summary(),
-                        "round_rps": per_round[(label, mode)],
-                    }
-                    rows.append(row)
-                    print(
-                        f"  {label:15} {row['endpoint']:20} {mode:11} c={concurrency} "
-                        f"{row['connection']:10} {row['throughput_rps']:8.1f} req/s "
-                        f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms"
-                        f"{'  errors ' + str(row['errors']) if row['errors'] else ''}",
-                        flush=True,
-                    )
-    return rows
-
-
-def measure_interleaved(bench: Bench, servers: list[Server]) -> list[Row]:
-    """The c=1 keep-alive cells again, the configurations' requests interleaved one by one
-    (loadgen.run_interleaved) instead of in bursts: a much finer comparison of the same cells.
-
-    A row per configuration and endpoint, with the unauthenticated server's second series (auth
-    ``control``) as in measure_side_by_side; ``block_ms``: the mean latency of each of
-    INTERLEAVED_BLOCKS consecutive stretches of the run, which report.interleaved_ratios pairs.
-    """
-    configurations = [
-        (server, mode, credentials)
-        for server in servers
-        for mode, credentials in server.auth_modes().items()
-    ]
-    configurations += [
-        (server, CONTROL, credentials)
-        for server, mode, credentials in configurations
-        if mode == NO_AUTH
-    ]
-    rows = []
-    for endpoint in (SEARCH, LOG_METRIC, ARTIFACT):
-        targets = [
-            Target(
-                url_for(endpoint, server),
-                payload_for(endpoint, server),
-                headers,
-                auth,
-                method="GET" if endpoint == ARTIFACT else "POST",
-            )
-            for server, _, (headers, auth) in configurations
-        ]
-        results = run_interleaved(targets, bench.interleaved_rounds())
-        for (server, mode, _), result in zip(configurations, results, strict=True):
-            row = {
-                "server": server.label,
-                "endpoint": ENDPOINT_LABELS[endpoint],
-                "auth": mode,
-                "concurrency": 1,
-                "connection": "keep-alive",
-                "schedule": "interleaved",
-                **result.summary(),
-                "block_ms": block_means(result.latencies_ms, INTERLEAVED_BLOCKS),
-            }
-            rows.append(row)
-            print(
-                f"  {server.label:15} {row['endpoint']:20} {mode:11} c=1 interleaved "
-                f"{row['throughput_rps']:8.1f} req/s p50 {row['p50_ms']:7.1f} ms"
-                f"{'  errors ' + str(row['errors']) if row['errors'] else ''}",
-                flush=True,
-            )
-    return rows
-
-
-def block_means(values: list[float], blocks: int) -> list[float]:
-    """The means of ``blocks`` consecutive, equal stretches of ``values`` (the remainder of an
-    uneven split is left out); empty when there are fewer values than blocks."""
-    size = len(values) // blocks
-    if size == 0:
-        return []
-    return [round(sum(values[b * size : (b + 1) * size]) / size, 4) for b in range(blocks)]
 
 
 def count_round_trips(

@@ -83,7 +83,7 @@ def ratios(rows: list[Row], auth_server: str, noauth_server: str) -> list[Row]:
 
 
 def interleaved_ratios(rows: list[Row], auth_server: str, noauth_server: str) -> list[Row]:
-    """Each interleaved cell (measure.measure_interleaved) of ``auth_server`` against the
+    """Each interleaved cell (cells.measure_interleaved) of ``auth_server`` against the
     unauthenticated one of ``noauth_server``, stretch by stretch.
 
     A stretch's ratio is the unauthenticated mean latency over the authenticated one in the
@@ -296,7 +296,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def interleaved_section(results: dict[str, Any]) -> list[str]:
-    """The interleaved c=1 cells (measure.measure_interleaved), if the run has them."""
+    """The interleaved c=1 cells (cells.measure_interleaved), if the run has them."""
     cells = results.get("interleaved_ratios") or []
     if not cells:
         return []

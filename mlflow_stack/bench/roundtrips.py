@@ -1,9 +1,11 @@
-"""Database round trips per request, counted in-process with SQLAlchemy events.
+"""Database round trips per request, counted in-process (SQLAlchemy events, and a hook of the
+credential reads that go past them).
 
 ``python -m mlflow_stack.bench.roundtrips SPEC.json`` builds the project's MLflow app in this
 process as uvicorn gets it (the FastAPI app, with MLflow's middlewares and the Flask app
 mounted), on the running stack's own databases and auth_config.ini, sends each request of the
-spec to it over ASGI and prints, as JSON, the round trips each one made: statements,
+spec to it over ASGI and prints, as JSON, the round trips each one made: statements (those
+SQLAlchemy executes, and the credential reads sent past it, prepared.DIRECT_EXECUTE_OBSERVERS),
 plus BEGIN/COMMIT/ROLLBACK on connections that are not in autocommit, plus one pre-ping per
 connection checkout of a pool that pings. They are split into ``auth`` (the auth database, and
 the fast path's run lookup) and ``handler`` (MLflow's tracking store): ``auth`` is what
@@ -47,6 +49,10 @@ class Counting:
         for name in ("begin", "commit", "rollback"):
             sa.event.listen(sa.engine.Engine, name, self._transaction)
         sa.event.listen(sa.pool.Pool, "checkout", self._checkout)
+        # The credential reads' EXECUTE goes past SQLAlchemy's events (prepared.rows).
+        from mlflow_stack.auth import prepared
+
+        prepared.DIRECT_EXECUTE_OBSERVERS.append(self._direct)
 
     def group(self, engine: sa.Engine, name: str) -> None:
         self.groups[id(engine)] = name
@@ -55,6 +61,9 @@ class Counting:
 
     def _statement(self, conn: sa.Connection, *_args: Any) -> None:
         self.trips[self.groups.get(id(conn.engine), "other")] += 1
+
+    def _direct(self, engine: sa.Engine) -> None:
+        self.trips[self.groups.get(id(engine), "other")] += 1
 
     def _transaction(self, conn: sa.Connection, *_args: Any) -> None:
         # Asking the connection would itself be a round trip; the engine's setting is enough.

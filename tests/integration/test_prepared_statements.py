@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from mlflow_stack.auth import tokens
-from mlflow_stack.auth.auth_db import AuthDatabase
-from mlflow_stack.auth.engine import create_auth_engine
+from mlflow_stack.auth import prepared, tokens
+from mlflow_stack.auth.auth_db import _SELECT_PASSWORD, AuthDatabase
+from mlflow_stack.auth.engine import HOOK_APPLICATION_NAME, create_auth_engine
 from mlflow_stack.auth.prepared import PreparedSelect
 from mlflow_stack.auth.schema import ensure_schema, users
 from mlflow_stack.auth.token_format import hash_token
@@ -129,3 +129,47 @@ def test_four_requests_at_once_keep_their_connections(database):
     for _ in range(5):
         four_at_once()
     assert len(opened) == 4, f"{len(opened) - 4} connections opened after the first four"
+
+
+def test_a_read_on_a_prepared_connection_goes_past_sqlalchemy_with_the_same_answer(database):
+    """Once prepared on its connection, the credential read is the driver's EXECUTE alone:
+    SQLAlchemy executes nothing (its events see no statement) and the rows are the same."""
+    first = database.stored_password("alice")  # prepares it on the pooled connection
+    executed: list[str] = []
+    direct: list[sa.Engine] = []
+    engine = database.engine()
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: executed.append(a[2]))
+    prepared.DIRECT_EXECUTE_OBSERVERS.append(direct.append)
+    try:
+        again = database.stored_password("alice")
+        assert database.stored_password("nobody") is None
+    finally:
+        prepared.DIRECT_EXECUTE_OBSERVERS.remove(direct.append)
+    assert executed == []
+    assert direct == [engine, engine]
+    assert again == first
+    through_sqlalchemy = database.run(
+        lambda c: _SELECT_PASSWORD.execute(c, {"username": "alice"}).all()
+    )
+    direct_rows = database.run(lambda c: _SELECT_PASSWORD.rows(c, {"username": "alice"}))
+    assert [tuple(r) for r in direct_rows] == [tuple(r) for r in through_sqlalchemy]
+    assert direct_rows[0].password_hash == "hash-a" and direct_rows[0].is_admin is False
+
+
+def test_a_connection_killed_under_the_direct_read_is_replaced_once(database, auth_url):
+    """A backend that died (a restart, an idle timeout) fails the direct EXECUTE; SQLAlchemy
+    then sees the dead connection, invalidates it, and the read is retried on a new one."""
+    assert database.stored_password("alice") is not None
+    killer = create_auth_engine(auth_url)
+    with killer.connect() as conn:
+        ended = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name LIKE :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": f"{HOOK_APPLICATION_NAME}%"},
+        ).scalar()
+    killer.dispose()
+    assert ended >= 1
+    answer = database.stored_password("alice")
+    assert answer is not None and answer.password_hash == "hash-a" and len(answer.grants) == 2

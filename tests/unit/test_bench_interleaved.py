@@ -10,7 +10,7 @@ from typing import ClassVar
 import pytest
 
 from mlflow_stack import loadgen
-from mlflow_stack.bench import measure, report
+from mlflow_stack.bench import cells, measure, report
 from mlflow_stack.bench.servers import Server
 from mlflow_stack.loadgen import LoadResult, Target
 
@@ -76,12 +76,12 @@ def test_the_bench_interleaves_every_c1_configuration_with_a_control(monkeypatch
             for _ in targets
         ]
 
-    monkeypatch.setattr(measure, "run_interleaved", fake_run)
+    monkeypatch.setattr(cells, "run_interleaved", fake_run)
     project = Server("project", "http://project", basic=("admin", "pw"), bearer="token")
     project.artifact = "1/r/artifacts/bench.bin"
     noauth = Server("project-noauth", "http://noauth")
     bench = measure.Bench(quick=True, profile="ci", home=tmp_path)
-    rows = measure.measure_interleaved(bench, [project, noauth])
+    rows = cells.measure_interleaved(bench, [project, noauth])
 
     assert len(seen) == 3  # search, log-metric, download
     assert [t.method for t in seen[2]] == ["GET"] * 4
@@ -93,15 +93,15 @@ def test_the_bench_interleaves_every_c1_configuration_with_a_control(monkeypatch
     ]
     assert all(r["schedule"] == "interleaved" and r["concurrency"] == 1 for r in rows)
     rounds = bench.interleaved_rounds()
-    assert rows[0]["block_ms"] == measure.block_means(
-        [float(i + 1) for i in range(rounds)], measure.INTERLEAVED_BLOCKS
+    assert rows[0]["block_ms"] == cells.block_means(
+        [float(i + 1) for i in range(rounds)], cells.INTERLEAVED_BLOCKS
     )
     assert len(rows[0]["block_ms"]) == 10
 
 
 def test_block_means_split_evenly_and_drop_the_remainder():
-    assert measure.block_means([1, 1, 3, 3, 5, 5, 99], 3) == [1.0, 3.0, 5.0]
-    assert measure.block_means([1.0, 2.0], 3) == []
+    assert cells.block_means([1, 1, 3, 3, 5, 5, 99], 3) == [1.0, 3.0, 5.0]
+    assert cells.block_means([1.0, 2.0], 3) == []
 
 
 def interleaved_row(server: str, auth: str, blocks: list[float]) -> dict:

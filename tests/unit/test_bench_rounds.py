@@ -3,7 +3,7 @@ unauthenticated server measured twice in each (the A/A control), every round's t
 
 from pathlib import Path
 
-from mlflow_stack.bench import measure
+from mlflow_stack.bench import cells, measure
 from mlflow_stack.bench.servers import Server
 from mlflow_stack.loadgen import LoadResult
 
@@ -16,11 +16,11 @@ def recorded_schedule(monkeypatch, tmp_path: Path, control: bool):
         # Throughput that tells the bursts apart: 10 requests a second, +1 per burst so far.
         return LoadResult(requests=10 + len(calls), seconds=1.0)
 
-    monkeypatch.setattr(measure, "run_load", recorded_load)
+    monkeypatch.setattr(cells, "run_load", recorded_load)
     project = Server("project", "http://project", basic=("admin", "pw"), bearer="token")
     noauth = Server("project-noauth", "http://noauth")
     bench = measure.Bench(quick=False, profile="ci", home=tmp_path)
-    rows = measure.measure_side_by_side(bench, [project, noauth], control=control)
+    rows = cells.measure_side_by_side(bench, [project, noauth], control=control)
     return calls, rows
 
 
