@@ -11,6 +11,10 @@ Servers measured side by side:
                  runner on, MLflow's basic-auth function, auth cache off), databases of its own
   stock-noauth   `mlflow server` with MLflow's defaults, on the stock database
 
-servers.py starts and watches the servers, measure.py runs the measurements, report.py turns
-the results into the verdict, the Markdown table and the chart.
+The project's cells are measured in rounds of bursts (c=1 and 4, keep-alive and new
+connections), and the c=1 keep-alive ones again with every configuration's requests
+interleaved one by one, a finer comparison.
+
+servers.py starts and watches the servers, cells.py sends the load, measure.py runs the
+measurements, report.py turns the results into the verdict, the Markdown tables and the chart.
 """
