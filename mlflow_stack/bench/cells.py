@@ -132,6 +132,7 @@ def measure_interleaved(bench: Bench, servers: list[Server]) -> list[Row]:
     INTERLEAVED_BLOCKS consecutive stretches of the run, which report.interleaved_ratios pairs.
     """
     configurations = configurations_of(servers, control=True)
+    sequence, stride = alternating([server.label for server, _, _ in configurations])
     rows = []
     for endpoint in (SEARCH, LOG_METRIC, ARTIFACT):
         targets = [
@@ -144,7 +145,7 @@ def measure_interleaved(bench: Bench, servers: list[Server]) -> list[Row]:
             )
             for server, _, (headers, auth) in configurations
         ]
-        results = run_interleaved(targets, bench.interleaved_rounds())
+        results = run_interleaved(targets, bench.interleaved_rounds(), sequence, stride)
         for (server, mode, _), result in zip(configurations, results, strict=True):
             row = {
                 "server": server.label,
@@ -164,6 +165,23 @@ def measure_interleaved(bench: Bench, servers: list[Server]) -> list[Row]:
                 flush=True,
             )
     return rows
+
+
+def alternating(servers: list[str]) -> tuple[list[int], int]:
+    """A round for run_interleaved over configurations of these servers (one label per
+    configuration) in which no two requests in a row, nor the last of a round and the first of
+    the next, go to the same server: a request to the server that answered the previous one
+    is faster (its process is running, its caches warm), so every configuration must follow
+    a request to another server. Servers take turns, each through its configurations, the
+    ones with fewer going round again; the stride keeps the turns across rounds."""
+    groups: dict[str, list[int]] = {}
+    for index, label in enumerate(servers):
+        groups.setdefault(label, []).append(index)
+    if len(groups) < 2:
+        return list(range(len(servers))), 1
+    longest = max(len(group) for group in groups.values())
+    sequence = [group[i % len(group)] for i in range(longest) for group in groups.values()]
+    return sequence, len(groups)
 
 
 def block_means(values: list[float], blocks: int) -> list[float]:

@@ -4,6 +4,7 @@ configurations (loadgen.run_interleaved), and stretches of the run are compared 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import ClassVar
 
@@ -65,9 +66,11 @@ def test_failed_requests_count_as_errors_not_latencies(sent):
 
 def test_the_bench_interleaves_every_c1_configuration_with_a_control(monkeypatch, tmp_path):
     seen: list[list[Target]] = []
+    schedules: list[tuple[list[int], int]] = []
 
-    def fake_run(targets, rounds):
+    def fake_run(targets, rounds, sequence, stride):
         seen.append(targets)
+        schedules.append((sequence, stride))
         # Latencies 1..rounds ms for every target: block means are the stretches' means.
         return [
             LoadResult(
@@ -97,6 +100,42 @@ def test_the_bench_interleaves_every_c1_configuration_with_a_control(monkeypatch
         [float(i + 1) for i in range(rounds)], cells.INTERLEAVED_BLOCKS
     )
     assert len(rows[0]["block_ms"]) == 10
+    # basic, bearer (project) and none, control (project-noauth) take turns.
+    assert schedules[0] == ([0, 2, 1, 3], 2)
+
+
+def sent_in_order(sequence: list[int], stride: int, rounds: int) -> list[int]:
+    order = []
+    for round_number in range(rounds):
+        shift = (round_number * stride) % len(sequence)
+        order += sequence[shift:] + sequence[:shift]
+    return order
+
+
+@pytest.mark.parametrize(
+    "servers",
+    [
+        ["project"] * 4 + ["project-noauth"] * 2,  # the READ pass: admin and non-admin modes
+        ["project-nop"] * 2 + ["project-noauth"] * 2,  # the NO_PERMISSIONS pass
+        ["a", "b", "b", "c", "c", "c"],
+    ],
+)
+def test_no_request_goes_to_the_server_that_answered_the_one_before(servers):
+    """A request to the server that just answered is faster (up to about 15% for a search):
+    every configuration of the interleaved run must follow a request to another server."""
+    sequence, stride = cells.alternating(servers)
+    order = sent_in_order(sequence, stride, rounds=7)
+    labels = [servers[index] for index in order]
+    assert all(first != second for first, second in itertools.pairwise(labels))
+    assert set(order) == set(range(len(servers)))  # every configuration is measured
+
+
+def test_a_sequence_turns_by_its_stride_each_round(sent):
+    targets = [Target(f"http://{name}", lambda number: {"n": number}, {}, None) for name in "abc"]
+    loadgen.run_interleaved(targets, rounds=3, sequence=[0, 2, 1, 2], stride=2)
+    order = [url[len("http://") :] for url, _ in sent]
+    assert order == list("acbcbcacacbc")
+    assert sorted(body["n"] for _, body in sent) == list(range(12))
 
 
 def test_block_means_split_evenly_and_drop_the_remainder():
