@@ -146,9 +146,9 @@ def run_interleaved(
     two identical servers measured this way (1,500 rounds) were within 1.5% of each other, where
     bursts of a second each, 8 rounds, differ by up to 7%. But a request to the server that
     answered the one before it is faster than one to a server that sat idle meanwhile (up to
-    15% for a 6 ms search, in one run): compare targets that follow alike (``sequence`` alternating
-    between servers, with an even ``stride``). ``payload`` gets a number no other request of
-    the run gets."""
+    15% for a 6 ms search, in one run): compare targets that follow alike (``sequence``
+    alternating between servers, ``stride`` their number, as bench.cells.alternating makes
+    them). ``payload`` gets a number no other request of the run gets."""
     order = list(range(len(targets))) if sequence is None else sequence
     results = [LoadResult() for _ in targets]
     sessions = [requests.Session() for _ in targets]
