@@ -32,6 +32,11 @@ def url_for(endpoint: str, server: Server) -> str:
     return f"{server.url}{endpoint}"
 
 
+def method_for(endpoint: str) -> str:
+    """The artifact is downloaded; search and log-metric are POSTs with a JSON body."""
+    return "GET" if endpoint == ARTIFACT else "POST"
+
+
 def payload_for(endpoint: str, server: Server) -> Callable[[int], dict[str, Any]]:
     def payload(i: int) -> dict[str, Any]:
         if endpoint == SEARCH:
@@ -98,7 +103,7 @@ def measure_side_by_side(bench: Bench, servers: list[Server], control: bool = Tr
                             keepalive,
                             max_requests // rounds,
                             max_seconds / rounds,
-                            method="GET" if endpoint == ARTIFACT else "POST",
+                            method=method_for(endpoint),
                         )
                         merged[(server.label, mode)].merge(burst)
                         per_round[(server.label, mode)].append(round(burst.throughput, 3))
@@ -141,7 +146,7 @@ def measure_interleaved(bench: Bench, servers: list[Server]) -> list[Row]:
                 payload_for(endpoint, server),
                 headers,
                 auth,
-                method="GET" if endpoint == ARTIFACT else "POST",
+                method=method_for(endpoint),
             )
             for server, _, (headers, auth) in configurations
         ]

@@ -27,6 +27,7 @@ from mlflow_stack.bench.cells import (
     SEARCH,
     measure_interleaved,
     measure_side_by_side,
+    method_for,
     payload_for,
 )
 from mlflow_stack.bench.report import (
@@ -137,7 +138,7 @@ def count_round_trips(
             requests.append(
                 {
                     "name": f"{mode} {ENDPOINT_LABELS[endpoint]}",
-                    "method": "GET" if endpoint == ARTIFACT else "POST",
+                    "method": method_for(endpoint),
                     "path": path,
                     "json": None if endpoint == ARTIFACT else payload_for(endpoint, server)(0),
                     "headers": headers,
